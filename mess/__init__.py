@@ -1,0 +1,11 @@
+"""mess: differentiable quantum chemistry in JAX.
+
+Units: Bohr and Hartree internally; Angstrom in xyz files; Debye for dipoles.
+Energies need float64: enable it with ``jax.config.update("jax_enable_x64", True)``
+(or the environment variable ``JAX_ENABLE_X64=1``). mess never changes that flag.
+"""
+
+from mess.structure import BOHR, Molecule
+
+__all__ = ["BOHR", "Molecule"]
+__version__ = "0.1.0"

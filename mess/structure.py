@@ -1,0 +1,241 @@
+"""Molecular structure: atomic numbers, nuclear positions (Bohr), charge and spin.
+
+A :class:`Molecule` is an equinox module, so it is a JAX pytree: the positions are a
+traced leaf (``jax.grad`` reaches them), while the atomic numbers, charge and spin are
+static (they fix array shapes and the number of electrons).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+#: Bohr radius in Angstrom (CODATA 2010, the value PySCF uses).
+BOHR = 0.52917721092
+#: Smallest interatomic distance accepted, Angstrom.
+MIN_DISTANCE_ANGSTROM = 0.1
+
+ELEMENTS = (
+    "X H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu "
+    "Zn Ga Ge As Se Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La "
+    "Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po "
+    "At Rn"
+).split()
+_SYMBOL_TO_Z = {s.upper(): z for z, s in enumerate(ELEMENTS) if z > 0}
+
+
+def atomic_number(symbol: str) -> int:
+    """Atomic number of an element symbol (case-insensitive; trailing digits such as
+    ``C1`` are ignored, as in many xyz writers). Raises ``ValueError`` if unknown."""
+    s = symbol.strip().rstrip("0123456789").upper()
+    if s.isdigit():
+        z = int(s)
+        if 0 < z < len(ELEMENTS):
+            return z
+    if s not in _SYMBOL_TO_Z:
+        raise ValueError(f"unknown element symbol {symbol!r}")
+    return _SYMBOL_TO_Z[s]
+
+
+class Molecule(eqx.Module):
+    """A molecule: nuclei and the electron count.
+
+    Attributes:
+        numbers: atomic numbers, one per atom (static).
+        positions: nuclear positions in Bohr, shape ``[natom, 3]`` (traced).
+        charge: total charge in units of e (static).
+        spin: number of unpaired electrons, ``2S = N_alpha - N_beta`` (static), as in PySCF.
+    """
+
+    numbers: tuple[int, ...] = eqx.field(static=True)
+    positions: Float[Array, "natom 3"]
+    charge: int = eqx.field(static=True, default=0)
+    spin: int = eqx.field(static=True, default=0)
+
+    def __check_init__(self):
+        validate(self.numbers, self.positions, self.charge, self.spin,
+                 check_geometry=not _is_traced(self.positions))
+
+    @property
+    def natom(self) -> int:
+        return len(self.numbers)
+
+    @property
+    def nelectron(self) -> int:
+        """Total number of electrons."""
+        return int(sum(self.numbers)) - self.charge
+
+    @property
+    def nelec(self) -> tuple[int, int]:
+        """(N_alpha, N_beta) electron counts."""
+        n = self.nelectron
+        return (n + self.spin) // 2, (n - self.spin) // 2
+
+    @property
+    def symbols(self) -> list[str]:
+        return [ELEMENTS[z] for z in self.numbers]
+
+    @classmethod
+    def from_arrays(cls, numbers, positions_bohr, charge: int = 0, spin: int | None = None) -> Molecule:
+        """Build from atomic numbers (or symbols) and positions in Bohr."""
+        zs = tuple(atomic_number(z) if isinstance(z, str) else int(z) for z in numbers)
+        pos = np.asarray(positions_bohr, dtype=np.float64)
+        if spin is None:
+            spin = (sum(zs) - charge) % 2
+        return cls(zs, jnp.asarray(pos), int(charge), int(spin))
+
+    @classmethod
+    def from_xyz(cls, path_or_text: str | os.PathLike, charge: int | None = None,
+                 spin: int | None = None) -> Molecule:
+        """Read an xyz file (or xyz text) with coordinates in Angstrom.
+
+        When ``charge``/``spin`` are not given, ``charge=<int>`` and ``spin=<int>``
+        tokens on the comment line are used; otherwise the molecule is neutral and in
+        its lowest spin state (0 or 1 unpaired electron).
+        """
+        text = _read_text(path_or_text)
+        numbers, coords, comment = parse_xyz(text)
+        tokens = _comment_tokens(comment)
+        if charge is None:
+            charge = tokens.get("charge", 0)
+        if spin is None:
+            spin = tokens.get("spin")
+        return cls.from_arrays(numbers, np.asarray(coords) / BOHR, charge=charge, spin=spin)
+
+    @classmethod
+    def from_pyscf(cls, mole) -> Molecule:
+        """Build from a ``pyscf.gto.Mole`` (positions taken in Bohr)."""
+        return cls.from_arrays(
+            [int(z) for z in mole.atom_charges()], mole.atom_coords(unit="Bohr"),
+            charge=int(mole.charge), spin=int(mole.spin),
+        )
+
+    def to_pyscf(self, basis: str = "sto-3g", cart: bool = False, **kwargs):
+        """A built ``pyscf.gto.Mole`` with the same atoms (Bohr), charge and spin."""
+        from pyscf import gto
+
+        pos = np.asarray(self.positions, dtype=np.float64)
+        atom = [(ELEMENTS[z], tuple(p)) for z, p in zip(self.numbers, pos)]
+        mol = gto.Mole()
+        mol.atom = atom
+        mol.unit = "Bohr"
+        mol.basis = basis
+        mol.cart = cart
+        mol.charge = self.charge
+        mol.spin = self.spin
+        mol.verbose = kwargs.pop("verbose", 0)
+        for k, v in kwargs.items():
+            setattr(mol, k, v)
+        return mol.build()
+
+    def to_xyz(self, comment: str | None = None) -> str:
+        """xyz text in Angstrom."""
+        pos = np.asarray(self.positions) * BOHR
+        if comment is None:
+            comment = f"charge={self.charge} spin={self.spin}"
+        lines = [str(self.natom), comment]
+        lines += [f"{ELEMENTS[z]:<2s} {x:16.10f} {y:16.10f} {w:16.10f}"
+                  for z, (x, y, w) in zip(self.numbers, pos)]
+        return "\n".join(lines) + "\n"
+
+
+def _is_traced(x) -> bool:
+    import jax.core
+
+    return isinstance(x, jax.core.Tracer)
+
+
+def validate(numbers, positions, charge: int, spin: int, check_geometry: bool = True) -> None:
+    """Raise ``ValueError`` naming the first problem with a molecule's definition."""
+    if len(numbers) == 0:
+        raise ValueError("molecule has no atoms")
+    for z in numbers:
+        if not (0 < int(z) < len(ELEMENTS)):
+            raise ValueError(f"unknown atomic number {z}")
+    if len(positions.shape) != 2 or tuple(positions.shape) != (len(numbers), 3):
+        raise ValueError(f"positions must have shape ({len(numbers)}, 3), got {positions.shape}")
+    if spin < 0:
+        raise ValueError(f"spin (number of unpaired electrons) must be >= 0, got {spin}")
+    nelectron = int(sum(numbers)) - charge
+    if nelectron < 0:
+        raise ValueError(f"charge {charge} leaves a negative number of electrons ({nelectron})")
+    if (nelectron - spin) % 2 != 0 or spin > nelectron:
+        raise ValueError(
+            f"electron count {nelectron} (charge {charge}) is incompatible with spin {spin}: "
+            "N_electrons - spin must be even and non-negative")
+    if not check_geometry:
+        return
+    positions = np.asarray(positions, dtype=np.float64)
+    if not np.all(np.isfinite(positions)):
+        raise ValueError("non-finite coordinate (nan or inf) in positions")
+    if len(numbers) > 1:
+        d = np.linalg.norm(positions[:, None, :] - positions[None, :, :], axis=-1)
+        d[np.diag_indices(len(numbers))] = np.inf
+        i, j = np.unravel_index(np.argmin(d), d.shape)
+        if d[i, j] * BOHR < MIN_DISTANCE_ANGSTROM:
+            raise ValueError(
+                f"atoms {min(i, j) + 1} and {max(i, j) + 1} are {d[i, j] * BOHR:.3g} Angstrom apart "
+                f"(closer than {MIN_DISTANCE_ANGSTROM} Angstrom)")
+
+
+def _read_text(path_or_text) -> str:
+    if isinstance(path_or_text, os.PathLike):
+        return Path(path_or_text).read_text()
+    s = str(path_or_text)
+    if "\n" not in s.strip():
+        p = Path(s)
+        if not p.exists():
+            raise ValueError(f"xyz file not found: {s}")
+        return p.read_text()
+    return s
+
+
+def parse_xyz(text: str) -> tuple[list[int], list[list[float]], str]:
+    """Parse xyz text into (atomic numbers, coordinates in Angstrom, comment line)."""
+    lines = text.strip("\n").splitlines()
+    if not lines or not lines[0].strip():
+        raise ValueError("empty xyz input")
+    try:
+        natom = int(lines[0].split()[0])
+    except ValueError:
+        raise ValueError(f"first xyz line must be the atom count, got {lines[0]!r}") from None
+    if natom <= 0:
+        raise ValueError(f"atom count must be positive, got {natom}")
+    comment = lines[1] if len(lines) > 1 else ""
+    body = [ln for ln in lines[2:] if ln.strip()]
+    if len(body) != natom:
+        raise ValueError(f"atom count mismatch: header says {natom}, found {len(body)} atom lines")
+    numbers, coords = [], []
+    for k, ln in enumerate(body, start=3):
+        parts = ln.split()
+        if len(parts) < 4:
+            raise ValueError(f"malformed xyz line {k}: {ln.strip()!r} (expected: symbol x y z)")
+        numbers.append(atomic_number(parts[0]))
+        try:
+            xyz = [float(v) for v in parts[1:4]]
+        except ValueError:
+            raise ValueError(f"malformed xyz line {k}: {ln.strip()!r} (coordinates must be numbers)") from None
+        if not all(math.isfinite(v) for v in xyz):
+            raise ValueError(f"non-finite coordinate on xyz line {k}: {ln.strip()!r}")
+        coords.append(xyz)
+    return numbers, coords, comment
+
+
+def _comment_tokens(comment: str) -> dict[str, int]:
+    out = {}
+    for tok in comment.replace(",", " ").split():
+        if "=" in tok:
+            key, _, val = tok.partition("=")
+            key = key.strip().lower()
+            if key in ("charge", "spin"):
+                try:
+                    out[key] = int(val)
+                except ValueError:
+                    raise ValueError(f"comment line token {tok!r}: {key} must be an integer") from None
+    return out
