@@ -1,0 +1,14 @@
+"""Gaussian basis sets (data from PySCF's basis library)."""
+
+from mess.basis.shells import (
+    Basis,
+    cart_to_sph,
+    cartesian_powers,
+    make_basis,
+    ncart,
+    normalized_coefficients,
+    nsph,
+)
+
+__all__ = ["Basis", "cart_to_sph", "cartesian_powers", "make_basis", "ncart",
+           "normalized_coefficients", "nsph"]
