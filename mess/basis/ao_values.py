@@ -1,0 +1,174 @@
+"""Atomic-orbital values (and first derivatives) on grid points, as PySCF's ``eval_ao``.
+
+A contracted Cartesian Gaussian of angular momentum l centred at A is
+
+    phi(r) = x^a y^b z^c g(r^2),   g(r^2) = sum_k c_k exp(-alpha_k r^2),   (x, y, z) = r - A,
+
+with the normalised contraction coefficients of :func:`mess.integrals.pairs.shell_data`
+(libcint's normalisation, s/p angular factors included), so the values equal PySCF's
+``mol.eval_gto('GTOval_cart')``. Its gradient follows from the product rule,
+
+    d phi / dx = (a x^(a-1) g + x^(a+1) g') y^b z^c,   g' = sum_k -2 alpha_k c_k exp(-alpha_k r^2),
+
+(Helgaker, Jorgensen & Olsen, *Molecular Electronic-Structure Theory*, 2000, sec. 6.6).
+Spherical AOs are the Cartesian ones times PySCF's Cartesian-to-spherical matrices,
+shell by shell, in PySCF's AO order (``GTOval_sph``).
+
+Everything is a JAX function of the atomic positions (AO centres), the grid points
+(which may themselves depend on the positions: the grid moves with the atoms), and the
+basis exponents and contraction coefficients. Points are processed in fixed-size
+blocks (``lax.map`` under ``jax.checkpoint``) so the per-primitive intermediates stay
+O(block * nprim) in memory, forward and backward.
+
+Units: positions and coords in Bohr; AO values in Bohr^-3/2, derivatives Bohr^-5/2.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from mess.basis.shells import Basis, cart_to_sph, cartesian_powers, ncart, normalized_coefficients, nsph
+
+
+def _shell_groups(basis: Basis):
+    """(l, shell indices) per angular momentum, in basis order (static)."""
+    ls = np.asarray(basis.shell_l)
+    return [(int(l), np.nonzero(ls == l)[0]) for l in np.unique(ls)]
+
+
+@functools.cache
+def _ao_permutation(shell_l: tuple[int, ...], cart: bool) -> np.ndarray:
+    """Gather index that maps the concatenation of per-l group columns (shell-major,
+    component-minor) to the basis's AO order."""
+    ls = np.asarray(shell_l)
+    sizes = np.array([ncart(l) if cart else nsph(l) for l in shell_l], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    cols = []
+    for l in np.unique(ls):
+        shells = np.nonzero(ls == l)[0]
+        size = ncart(int(l)) if cart else nsph(int(l))
+        cols.append((offsets[shells][:, None] + np.arange(size)).ravel())
+    cols = np.concatenate(cols)
+    return np.argsort(cols)
+
+
+def _group_values(l: int, cart: bool, deriv: int, exps: Array, coefs: Array, centres: Array,
+                  pts: Array) -> Array:
+    """AO values of one angular-momentum group at a block of points.
+
+    Args:
+        exps, coefs: [n, K] exponents (Bohr^-2) and normalised coefficients.
+        centres: [n, 3] shell centres (Bohr); pts: [B, 3] points (Bohr).
+
+    Returns:
+        [1 + 3 deriv, B, n * size] with size = ncart(l) or nsph(l).
+    """
+    d = pts[:, None, :] - centres[None, :, :]  # [B, n, 3]
+    r2 = jnp.sum(d * d, axis=-1)
+    ce = coefs[None] * jnp.exp(-exps[None] * r2[..., None])  # [B, n, K]
+    g = jnp.sum(ce, axis=-1)  # [B, n]
+    pw = [jnp.ones_like(d)]
+    for _ in range(l + deriv):
+        pw.append(pw[-1] * d)
+    xp = jnp.stack(pw, axis=-1)  # [B, n, 3, l + 1 + deriv]
+    p = cartesian_powers(l)  # [nc, 3]
+    comp = [xp[:, :, k, p[:, k]] for k in range(3)]  # each [B, n, nc]
+    out = [comp[0] * comp[1] * comp[2] * g[..., None]]
+    if deriv:
+        g1 = jnp.sum(-2.0 * exps[None] * ce, axis=-1)[..., None]
+        for k in range(3):
+            lower = p[:, k] * xp[:, :, k, np.maximum(p[:, k] - 1, 0)]
+            upper = xp[:, :, k, p[:, k] + 1]
+            others = comp[(k + 1) % 3] * comp[(k + 2) % 3]
+            out.append((lower * g[..., None] + upper * g1) * others)
+    vals = jnp.stack(out)  # [nd, B, n, nc]
+    if not cart:
+        vals = vals @ jnp.asarray(cart_to_sph(l), vals.dtype)
+    return vals.reshape(vals.shape[:2] + (-1,))
+
+
+def ao_values_block(basis: Basis, positions: Float[Array, "natom 3"], coords: Float[Array, "npts 3"],
+                    deriv: int = 0) -> Array:
+    """AO values on all ``coords`` at once (no blocking): [1 + 3 deriv, npts, nao].
+
+    The building block of :func:`ao_values`; use it inside your own loop over blocks.
+    """
+    if deriv not in (0, 1):
+        raise ValueError(f"deriv must be 0 or 1, got {deriv}")
+    kmax = _kmax(basis)
+    atoms = np.asarray(basis.shell_atom)
+    parts = []
+    for l, shells in _shell_groups(basis):
+        k = kmax[l]
+        exps = basis.exponents[shells, :k]
+        coefs = normalized_coefficients(l, exps, basis.coefficients[shells, :k])
+        parts.append(_group_values(l, basis.cart, deriv, exps, coefs, positions[atoms[shells]], coords))
+    vals = jnp.concatenate(parts, axis=-1)
+    return vals[..., _ao_permutation(basis.shell_l, basis.cart)]
+
+
+def default_ao_block_size(basis: Basis, budget: int = 1 << 22) -> int:
+    """Points per block so that the per-primitive intermediates hold about ``budget``
+    numbers (a power of two between 64 and 8192)."""
+    work = sum(k * sum(1 for l in basis.shell_l if l == ll) for ll, k in _kmax(basis).items())
+    work += 8 * basis.ncart_total
+    b = max(64, min(8192, budget // max(1, work)))
+    return 1 << (b.bit_length() - 1)
+
+
+def _kmax(basis: Basis) -> dict[int, int]:
+    """Largest primitive count per angular momentum (static)."""
+    out: dict[int, int] = {}
+    for l, k in zip(basis.shell_l, basis.shell_nprim):
+        out[l] = max(out.get(l, 0), k)
+    return out
+
+
+def ao_values(basis: Basis, positions: Float[Array, "natom 3"], coords: Float[Array, "npts 3"],
+              deriv: int = 0, block_size: int | None = None) -> Array:
+    """AO values at grid points, as PySCF's ``dft.numint.eval_ao(mol, coords, deriv)``.
+
+    Args:
+        basis: the basis (spherical or Cartesian AOs, PySCF's order).
+        positions: nuclear positions [natom, 3] (Bohr); the AO centres.
+        coords: points [npts, 3] (Bohr); may depend on ``positions``.
+        deriv: 0 for values, 1 for values and first derivatives.
+        block_size: points per block (static); default :func:`default_ao_block_size`.
+
+    Returns:
+        ``[npts, nao]`` (deriv=0), or ``[4, npts, nao]`` (value, d/dx, d/dy, d/dz) for
+        deriv=1; Bohr^-3/2 (values) and Bohr^-5/2 (derivatives).
+
+    Differentiable in positions, coords, exponents and coefficients. Peak memory is the
+    output plus O(block_size * nprim) per block (also in the backward pass).
+    """
+    if deriv not in (0, 1):
+        raise ValueError(f"deriv must be 0 or 1, got {deriv}")
+    coords = jnp.asarray(coords)
+    size = block_size or default_ao_block_size(basis)
+    return _ao_values(basis, jnp.asarray(positions), coords, int(deriv), int(size))
+
+
+@eqx.filter_jit
+def _ao_values(basis: Basis, positions: Array, coords: Array, deriv: int, size: int) -> Array:
+    """Jitted body of :func:`ao_values` (inlined when called under an outer jit)."""
+    npts = coords.shape[0]
+    if npts <= size:
+        out = ao_values_block(basis, positions, coords, deriv)
+    else:
+        nblk = -(-npts // size)
+        extra = nblk * size - npts
+        padded = jnp.concatenate([coords, jnp.broadcast_to(coords[:1], (extra, 3))])
+
+        def block(c):
+            return ao_values_block(basis, positions, c, deriv)
+
+        out = jax.lax.map(jax.checkpoint(block), padded.reshape(nblk, size, 3))  # [nblk, nd, B, nao]
+        out = jnp.moveaxis(out, 1, 0).reshape(out.shape[1], nblk * size, -1)[:, :npts]
+    return out[0] if deriv == 0 else out
