@@ -5,7 +5,8 @@ Energies need float64: enable it with ``jax.config.update("jax_enable_x64", True
 (or the environment variable ``JAX_ENABLE_X64=1``). mess never changes that flag.
 """
 
+from mess.driver import Result, run
 from mess.structure import BOHR, Molecule
 
-__all__ = ["BOHR", "Molecule"]
+__all__ = ["BOHR", "Molecule", "Result", "run"]
 __version__ = "0.1.0"

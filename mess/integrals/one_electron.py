@@ -140,7 +140,7 @@ def one_electron_cart(basis: Basis, positions: Float[Array, "natom 3"], charges:
     out = jnp.zeros((6, n, n), dtype=positions.dtype)
     for la, lb, ia, ib, sa, sb in unique_pairs(basis):
         work = kmax[la] * kmax[lb] * (ncart(la) * ncart(lb) * (la + lb + 3) + 8 * (la + lb + 1) ** 3)
-        chunk = chunk_size(work, budget=1 << 21)
+        chunk = chunk_size(work, budget=1 << 20, hi=512)
         ea, ca, ra = data[la]
         eb, cb, rb = data[lb]
         blocks = run_chunked(functools.partial(_pair_kernel, la, lb),

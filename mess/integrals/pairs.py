@@ -62,8 +62,12 @@ def local_index(basis: Basis) -> np.ndarray:
     return out
 
 
-def chunk_size(work_per_item: int, budget: int = 1 << 22, lo: int = 16, hi: int = 4096) -> int:
-    """A power-of-two chunk length so that chunk * work_per_item stays near ``budget``."""
+def chunk_size(work_per_item: int, budget: int = 1 << 21, lo: int = 8, hi: int = 2048) -> int:
+    """A power-of-two chunk length with chunk * work_per_item near ``budget``.
+
+    It depends only on the kernel's class (never on the molecule), so one compiled
+    kernel serves every molecule; small molecules pay for a partly padded chunk,
+    which costs milliseconds."""
     c = max(lo, min(hi, budget // max(1, work_per_item)))
     return 1 << (c.bit_length() - 1)
 

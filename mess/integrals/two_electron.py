@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,7 +94,7 @@ def _quartet_kernel(ls: tuple[int, int, int, int], cart: bool,
     return _to_shell_basis(out, ls, cart)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class QuartetClass:
     """Unique shell quartets of one angular-momentum class (host data).
 
@@ -112,7 +113,7 @@ class QuartetClass:
         return self.scale.shape[0]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class EriPlan:
     """Which ERI blocks exist and where they go: the host-side, shape-fixing part."""
 
@@ -183,7 +184,7 @@ def _eval_class(basis: Basis, data, ls, rows) -> Array:
     L = sum(ls)
     nab, ncd = nherm(ls[0] + ls[1]), nherm(ls[2] + ls[3])
     work = kab * kcd * (nherm(L) + nab * ncd) + kab * nab * ncart(ls[2]) * ncart(ls[3])
-    chunk = chunk_size(work, budget=1 << 22, hi=2048)
+    chunk = chunk_size(work)
     gathers = []
     for k, l in enumerate(ls):
         e, c, r = data[l]
@@ -248,3 +249,17 @@ def eri_tensor(plan: EriPlan, blocks: list[Array]) -> Float[Array, "nao nao nao 
             out = out.at[w[:, :, None, None, None], x[:, None, :, None, None],
                          y[:, None, None, :, None], z[:, None, None, None, :]].set(val)
     return out
+
+
+class BlockJK(eqx.Module):
+    """J/K builder over stored ERI blocks: ``jk(dm) -> (J, K)`` (see :func:`get_jk`).
+
+    The plan is static (host data), the blocks are traced leaves, so a jitted SCF
+    compiled for one geometry serves another geometry with the same plan."""
+
+    plan: EriPlan = eqx.field(static=True)
+    blocks: list[Array]
+    with_k: bool = eqx.field(static=True, default=True)
+
+    def __call__(self, dm):
+        return get_jk(self.plan, self.blocks, dm, with_k=self.with_k)
