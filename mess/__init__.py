@@ -6,7 +6,10 @@ Energies need float64: enable it with ``jax.config.update("jax_enable_x64", True
 """
 
 from mess.driver import Result, run
+from mess.gradients import energy_and_gradient, energy_function, gradient
+from mess.optimize import frequencies, optimize
 from mess.structure import BOHR, Molecule
 
-__all__ = ["BOHR", "Molecule", "Result", "run"]
+__all__ = ["BOHR", "Molecule", "Result", "energy_and_gradient", "energy_function", "frequencies", "gradient",
+           "optimize", "run"]
 __version__ = "0.1.0"

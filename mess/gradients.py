@@ -47,7 +47,7 @@ from mess.driver import (
     require_float64,
     solve,
 )
-from mess.integrals.two_electron import SCHWARZ_THRESHOLD
+from mess.integrals.two_electron import SCHWARZ_THRESHOLD, BlockJK
 from mess.structure import Molecule
 
 __all__ = ["energy_at_fixed_orbitals", "gradient", "energy_and_gradient", "energy_function"]
@@ -171,9 +171,62 @@ def _setup_and_scf(molecule: Molecule, basis: str, xc: str, cart: bool, options:
     return setup, ints, res, positions
 
 
-def _fixed_orbital_grad(setup: Setup, positions: Array, mo_coeff: Array, mo_occ: Array,
-                        ref_overlap: Array) -> Array:
-    return jax.grad(energy_at_fixed_orbitals, argnums=1)(setup, positions, mo_coeff, mo_occ, ref_overlap)
+def _integral_parts(setup: Setup, positions: Array):
+    ints = integrals(setup, positions)
+    return ints["overlap"], ints["hcore"], ints["e_nuc"], ints["jk"].blocks
+
+
+def _energy_of_parts(setup: Setup, positions, s, h, e_nuc, blocks, mo_coeff, mo_occ, ref_overlap):
+    ints = {"overlap": s, "hcore": h, "e_nuc": e_nuc,
+            "jk": BlockJK(setup.eri_plan, blocks, with_k=setup.functional.hyb != 0)}
+    dm = density_at(mo_coeff, mo_occ, s, ref_overlap)
+    return total_energy(setup, positions, dm, ints)
+
+
+_PARTS_GRAD_CACHE: dict[int, tuple] = {}
+
+
+def _parts_grad_fn(setup: Setup):
+    """Jitted value-and-gradient of the energy w.r.t. the integrals (and, for DFT, the
+    positions through the grid and AO values), one compiled program per setup
+    structure (the integral kernels themselves are not inlined)."""
+    key = id(setup.eri_plan)
+    hit = _PARTS_GRAD_CACHE.get(key)
+    if hit is not None and hit[0] is setup.eri_plan:
+        return hit[1]
+    fixed = dataclasses.replace(setup)  # pin the structure; positions enter as arguments
+
+    @jax.jit
+    def fn(positions, s, h, e_nuc, blocks, mo_coeff, mo_occ, ref_overlap):
+        return jax.value_and_grad(
+            lambda *a: _energy_of_parts(fixed, *a, mo_coeff, mo_occ, ref_overlap),
+            argnums=(0, 1, 2, 3, 4))(positions, s, h, e_nuc, blocks)
+
+    _PARTS_GRAD_CACHE[key] = (setup.eri_plan, fn)
+    return fn
+
+
+def fixed_orbital_gradient(setup: Setup, positions: Float[Array, "natom 3"], mo_coeff: Array,
+                           mo_occ: Array, ref_overlap: Array | None = None):
+    """``(E, dE/dR)``: value and gradient (Hartree, Hartree/Bohr) of
+    :func:`energy_at_fixed_orbitals`.
+
+    Computed in two stages so that compiled work is reused: the energy's derivative
+    with respect to the integrals (S, h, E_nuc, ERI blocks; and the positions through
+    the XC grid and AO values) is one jitted program per molecule structure, and it is
+    pulled back to the positions through the per-class integral kernels, whose
+    derivative kernels compile once per angular-momentum class and serve every molecule.
+    """
+    if ref_overlap is None:
+        ref_overlap = integrals(setup, positions)["overlap"]
+    parts, pullback = jax.vjp(lambda p: _integral_parts(setup, p), positions)
+    e, (g_pos, *g_parts) = _parts_grad_fn(setup)(positions, *parts, mo_coeff, mo_occ, ref_overlap)
+    (g_ints,) = pullback(tuple(g_parts))
+    return e, g_pos + g_ints
+
+
+def _fixed_orbital_grad(setup, positions, mo_coeff, mo_occ, ref_overlap):
+    return fixed_orbital_gradient(setup, positions, mo_coeff, mo_occ, ref_overlap)[1]
 
 
 def energy_and_gradient(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", cart: bool = False,
@@ -233,9 +286,11 @@ def energy_function(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", c
           compile time than the eager call (kernels compiled one by one and cached).
 
     Non-convergence is not raised (it cannot be inside jit); the returned energy is
-    that of the last SCF iterate. Options are those of :func:`mess.run`; the
-    ``fallback`` (default ``"newton"``) is always compiled in, because the
-    convergence-dependent rerun of :func:`mess.run` cannot be decided under tracing.
+    that of the last SCF iterate. Options are those of :func:`mess.run`. Called on
+    concrete positions (also under an eager ``jax.grad``) the SCF follows
+    :func:`mess.run` (plain iteration, rerun with the Newton fallback only if it did not
+    converge); under ``vmap``/``jit`` the ``fallback`` (default ``"newton"``) is
+    compiled into the program, because that rerun cannot be decided while tracing.
     """
     require_float64()
     scf_options, rest = _split_options(options)
@@ -247,12 +302,17 @@ def energy_function(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", c
     if guess == "minao":
         dm0_fixed = initial_guess(setup, None, "minao")
     natom = molecule.natom
+    fallback_given = "fallback" in options
 
     def _scf(positions):
         ints = integrals(setup, positions)
         veff_fn = make_veff(setup, ints, positions)
         dm0 = dm0_fixed if dm0_fixed is not None else initial_guess(setup, ints, guess)
-        res = solve(setup, ints, veff_fn, dm0, scf_options, fallback_given=True)
+        # Concrete positions: mess.run's path (plain SCF, Newton rerun only if needed),
+        # which shares its compiled program with mess.run. Traced positions (vmap/jit):
+        # the convergence-dependent rerun cannot be decided, so compile the fallback in.
+        traced = isinstance(positions, jax.core.Tracer)
+        res = solve(setup, ints, veff_fn, dm0, scf_options, fallback_given=fallback_given or traced)
         return res, ints["overlap"]
 
     @jax.custom_vjp

@@ -188,7 +188,9 @@ def _read_text(path_or_text) -> str:
     if isinstance(path_or_text, os.PathLike):
         return Path(path_or_text).read_text()
     s = str(path_or_text)
-    if "\n" not in s.strip():
+    if not s.strip():
+        raise ValueError("empty xyz input")
+    if "\n" not in s:
         p = Path(s)
         if not p.exists():
             raise ValueError(f"xyz file not found: {s}")

@@ -69,6 +69,8 @@ class Basis(eqx.Module):
         shell_l: angular momentum of each shell (static).
         shell_atom: index of the atom carrying each shell (static).
         shell_nprim: number of primitives of each shell (static).
+        shell_source: index of the PySCF shell (``mol._bas`` row) each shell comes from.
+        numbers: atomic numbers of the molecule the basis was built for.
         exponents: primitive exponents, Bohr^-2, shape [nshell, kmax] (padded with 1.0).
         coefficients: contraction coefficients of the *unnormalised* primitives,
             shape [nshell, kmax] (padded with 0.0); normalisation is applied in
@@ -80,6 +82,8 @@ class Basis(eqx.Module):
     shell_l: tuple[int, ...] = eqx.field(static=True)
     shell_atom: tuple[int, ...] = eqx.field(static=True)
     shell_nprim: tuple[int, ...] = eqx.field(static=True)
+    shell_source: tuple[int, ...] = eqx.field(static=True)
+    numbers: tuple[int, ...] = eqx.field(static=True)
     exponents: Float[Array, "nshell kmax"]
     coefficients: Float[Array, "nshell kmax"]
 
@@ -163,7 +167,7 @@ def make_basis(molecule: Molecule, name: str = "sto-3g", cart: bool = False) -> 
     Raises ``ValueError`` for an unknown basis name or one that lacks an element.
     """
     mol = pyscf_mole(molecule, name, cart)
-    ls, atoms, nprims, exps, coefs = [], [], [], [], []
+    ls, atoms, nprims, exps, coefs, source = [], [], [], [], [], []
     for ib in range(mol.nbas):
         l = int(mol.bas_angular(ib))
         if l > L_MAX:
@@ -175,6 +179,7 @@ def make_basis(molecule: Molecule, name: str = "sto-3g", cart: bool = False) -> 
             ls.append(l)
             atoms.append(int(mol.bas_atom(ib)))
             nprims.append(int(keep.sum()))
+            source.append(ib)
             exps.append(e[keep])
             coefs.append(c[keep, ic])
     kmax = max(nprims)
@@ -184,7 +189,8 @@ def make_basis(molecule: Molecule, name: str = "sto-3g", cart: bool = False) -> 
         exp_arr[i, :e.size] = e
         coef_arr[i, :c.size] = c
     return Basis(name=str(name), cart=bool(cart), shell_l=tuple(ls), shell_atom=tuple(atoms),
-                 shell_nprim=tuple(nprims), exponents=jnp.asarray(exp_arr),
+                 shell_nprim=tuple(nprims), shell_source=tuple(source),
+                 numbers=tuple(int(z) for z in molecule.numbers), exponents=jnp.asarray(exp_arr),
                  coefficients=jnp.asarray(coef_arr))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -154,6 +155,7 @@ def one_electron_cart(basis: Basis, positions: Float[Array, "natom 3"], charges:
     return {"overlap": out[0], "kinetic": out[1], "nuclear": out[2], "dipole": out[3:]}
 
 
+@eqx.filter_jit
 def one_electron(basis: Basis, positions: Float[Array, "natom 3"], charges: Array) -> dict[str, Array]:
     """Overlap, kinetic, nuclear attraction [nao, nao] and dipole [3, nao, nao] in the AO basis."""
     cart = one_electron_cart(basis, positions, charges)

@@ -33,7 +33,7 @@ from jaxtyping import Array, Float
 from mess.basis.shells import Basis, cart_to_sph, ncart, nsph
 from mess.integrals.hermite import hermite_e_pair, hermite_indices, hermite_r, nherm
 from mess.integrals.one_electron import unique_pairs
-from mess.integrals.pairs import chunk_size, kmax_by_l, run_chunked, shell_data
+from mess.integrals.pairs import chunk_size, kmax_by_l, shell_data
 
 #: Default Schwarz screening threshold on |(ab|cd)| bounds (PySCF's direct_scf_tol is 1e-13).
 SCHWARZ_THRESHOLD = 1e-14
@@ -140,14 +140,47 @@ def _pair_list(basis: Basis):
 
 
 def schwarz_bounds(basis: Basis, positions: Array) -> list[np.ndarray]:
-    """sqrt(max |(ab|ab)|) for every unique pair, per pair class (host numpy)."""
-    data = shell_data(basis, positions)
+    """sqrt(max |(ab|ab)|) for every unique pair, per pair class (host numpy).
+
+    Taken from libcint through PySCF (``q_cond``, per PySCF shell; a generally
+    contracted PySCF shell gives one bound for all its contractions, an upper bound);
+    if that interface is unavailable the diagonal blocks are computed here."""
+    q = _pyscf_q_cond(basis, positions)
     out = []
+    if q is not None:
+        src = np.asarray(basis.shell_source)
+        for la, lb, ia, ib, sa, sb in _pair_list(basis):
+            out.append(q[src[sa], src[sb]])
+        return out
+    data = shell_data(basis, positions)
     for la, lb, ia, ib, _, _ in _pair_list(basis):
         blocks = _eval_class(basis, data, (la, lb, la, lb), np.stack([ia, ib, ia, ib]))
         diag = np.asarray(jnp.max(jnp.abs(blocks.reshape(blocks.shape[0], -1)), axis=1))
         out.append(np.sqrt(diag))
     return out
+
+
+def _pyscf_q_cond(basis: Basis, positions) -> np.ndarray | None:
+    try:
+        from pyscf import gto
+        from pyscf.scf import _vhf
+
+        mol = gto.Mole()
+        mol.atom = [(int(z), tuple(p)) for z, p in zip(basis.numbers, np.asarray(positions))]
+        mol.unit = "Bohr"
+        mol.basis = basis.name
+        mol.cart = basis.cart
+        mol.spin = sum(basis.numbers) % 2
+        mol.verbose = 0
+        mol.build()
+        opt = _vhf._VHFOpt(mol, "int2e", "CVHFnrs8_prescreen", "CVHFnr_int2e_q_cond", "CVHFnr_dm_cond")
+        opt.init_cvhf_direct(mol, "int2e", "CVHFnr_int2e_q_cond")
+        q = np.asarray(opt.q_cond)
+        if q.shape != (mol.nbas, mol.nbas):
+            return None
+        return q
+    except Exception:  # a private PySCF interface: fall back to our own kernels
+        return None
 
 
 def make_eri_plan(basis: Basis, positions: Array, threshold: float = SCHWARZ_THRESHOLD) -> EriPlan:
@@ -177,26 +210,55 @@ def make_eri_plan(basis: Basis, positions: Array, threshold: float = SCHWARZ_THR
                    cart=basis.cart, threshold=float(threshold))
 
 
-def _eval_class(basis: Basis, data, ls, rows) -> Array:
+def class_chunk(basis: Basis, ls: tuple[int, int, int, int]) -> int:
+    """Chunk length for a quartet class: bounded working memory per chunk."""
     kmax = kmax_by_l(basis)
     kab = kmax[ls[0]] * kmax[ls[1]]
     kcd = kmax[ls[2]] * kmax[ls[3]]
-    L = sum(ls)
     nab, ncd = nherm(ls[0] + ls[1]), nherm(ls[2] + ls[3])
-    work = kab * kcd * (nherm(L) + nab * ncd) + kab * nab * ncart(ls[2]) * ncart(ls[3])
-    chunk = chunk_size(work)
-    gathers = []
-    for k, l in enumerate(ls):
-        e, c, r = data[l]
-        gathers += [(e, rows[k]), (c, rows[k]), (r, rows[k])]
-    return run_chunked(functools.partial(_quartet_kernel, tuple(ls), basis.cart), gathers, [],
-                       rows.shape[1], chunk)
+    work = kab * kcd * (nherm(sum(ls)) + nab * ncd) + kab * nab * ncart(ls[2]) * ncart(ls[3])
+    return chunk_size(work)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _class_program(ls: tuple[int, int, int, int], cart: bool, chunk: int, data, rows) -> Array:
+    """All quartets of one class: ``rows`` [4, nq] (nq a multiple of ``chunk``) index the
+    per-l shell data; chunks run sequentially (``lax.map``) to bound memory."""
+    nq = rows.shape[1]
+    rows = rows.reshape(4, nq // chunk, chunk).transpose(1, 0, 2)
+
+    def one_chunk(r):
+        args = []
+        for k in range(4):
+            e, c, x = data[k]
+            args += [e[r[k]], c[r[k]], x[r[k]]]
+        return _quartet_kernel(ls, cart, *args)
+
+    out = jax.lax.map(one_chunk, rows)
+    return out.reshape((nq,) + out.shape[2:])
+
+
+def _eval_class(basis: Basis, data, ls, rows) -> Array:
+    chunk = class_chunk(basis, tuple(ls))
+    nq = rows.shape[1]
+    pad = (-nq) % chunk
+    if pad:
+        rows = np.concatenate([rows, np.zeros((4, pad), dtype=rows.dtype)], axis=1)
+    out = _class_program(tuple(ls), basis.cart, chunk, tuple(data[l] for l in ls), rows)
+    return out[:nq] if pad else out
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _eri_blocks(plan: EriPlan, basis: Basis, positions):
+    data = shell_data(basis, positions)
+    return [_eval_class(basis, data, c.ls, c.rows) for c in plan.classes]
 
 
 def eri_blocks(plan: EriPlan, basis: Basis, positions: Float[Array, "natom 3"]) -> list[Array]:
-    """ERI blocks of every class in ``plan``, each [nq, da, db, dc, dd] (Hartree)."""
-    data = shell_data(basis, positions)
-    return [_eval_class(basis, data, c.ls, c.rows) for c in plan.classes]
+    """ERI blocks of every class in ``plan``, each [nq, da, db, dc, dd] (Hartree).
+
+    One compiled program per plan (the plan is static); a new geometry reuses it."""
+    return _eri_blocks(plan, basis, positions)
 
 
 def _ao_index(plan: EriPlan, shells: np.ndarray, l: int) -> np.ndarray:
@@ -262,4 +324,9 @@ class BlockJK(eqx.Module):
     with_k: bool = eqx.field(static=True, default=True)
 
     def __call__(self, dm):
-        return get_jk(self.plan, self.blocks, dm, with_k=self.with_k)
+        return _block_jk(self, dm)
+
+
+@eqx.filter_jit
+def _block_jk(jk: BlockJK, dm):
+    return get_jk(jk.plan, jk.blocks, dm, with_k=jk.with_k)

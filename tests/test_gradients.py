@@ -1,0 +1,177 @@
+"""Analytic nuclear gradients vs PySCF, physical invariants, finite differences, and
+the transformations (grad, vmap, jit) of ``mess.energy_function``.
+
+The fast tests all use 6-31G, so the derivative integral kernels compile once per
+angular-momentum class and serve every molecule of the module."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from pyscf import dft, scf
+
+import mess
+from mess.driver import integrals, prepare
+from mess.gradients import energy_and_gradient, fixed_orbital_gradient
+
+WATER = "O 0 0 0.1173; H 0 0.7572 -0.4692; H 0 -0.7572 -0.4692"
+AMMONIA = "N 0 0 0.1; H 0.9377 0 -0.2; H -0.4689 0.8121 -0.2; H -0.4689 -0.8121 -0.2"
+OH = "O 0 0 0; H 0 0 0.97"
+TIGHT = 1e-11
+
+
+def molecule(atom: str, charge: int = 0, spin: int | None = None) -> mess.Molecule:
+    text = "\n".join(a.strip() for a in atom.split(";"))
+    n = len(text.splitlines())
+    return mess.Molecule.from_xyz(f"{n}\n\n{text}\n", charge=charge, spin=spin)
+
+
+def pyscf_gradient(mol: mess.Molecule, basis: str, xc: str, grid_level: int = 3):
+    pm = mol.to_pyscf(basis)
+    restricted = mol.spin == 0
+    if xc == "hf":
+        mf = scf.RHF(pm) if restricted else scf.UHF(pm)
+    else:
+        mf = dft.RKS(pm) if restricted else dft.UKS(pm)
+        mf.xc = xc
+        mf.grids.level = grid_level
+        mf.small_rho_cutoff = 0
+    mf.conv_tol = TIGHT
+    mf.kernel()
+    assert mf.converged
+    g = mf.nuc_grad_method()
+    if xc != "hf":
+        g.grid_response = True
+    return mf.e_tot, g.kernel()
+
+
+@pytest.fixture(scope="module")
+def water():
+    return molecule(WATER)
+
+
+@pytest.mark.parametrize("name,atom,spin", [("water", WATER, 0), ("ammonia", AMMONIA, 0), ("OH", OH, 1)])
+def test_hf_gradient_vs_pyscf(name, atom, spin):
+    mol = molecule(atom, spin=spin)
+    res, g = energy_and_gradient(mol, "6-31g", "hf", conv_tol=TIGHT)
+    e_ref, g_ref = pyscf_gradient(mol, "6-31g", "hf")
+    assert bool(res.converged)
+    assert abs(float(res.energy) - e_ref) < 1e-9
+    assert np.abs(np.asarray(g) - g_ref).max() < 1e-6
+    # translational invariance: the forces sum to zero
+    assert np.abs(np.asarray(g).sum(axis=0)).max() < 1e-8
+
+
+def test_b3lyp_gradient_with_grid_response(water):
+    res, g = energy_and_gradient(water, "6-31g", "b3lyp", conv_tol=TIGHT)
+    e_ref, g_ref = pyscf_gradient(water, "6-31g", "b3lyp")
+    assert abs(float(res.energy) - e_ref) < 1e-8
+    assert np.abs(np.asarray(g) - g_ref).max() < 1e-6
+    assert np.abs(np.asarray(g).sum(axis=0)).max() < 1e-8
+
+
+def test_fixed_orbital_energy_is_scf_energy(water):
+    res = mess.run(water, "6-31g", "hf", conv_tol=TIGHT)
+    setup = prepare(water, "6-31g", "hf")
+    pos = jnp.asarray(water.positions)
+    s0 = integrals(setup, pos)["overlap"]
+    e, g = fixed_orbital_gradient(setup, pos, res.mo_coeff, res.mo_occ, s0)
+    assert abs(float(e) - float(res.energy)) < 1e-10
+    assert np.abs(np.asarray(g) - np.asarray(mess.gradient(water, "6-31g", "hf", conv_tol=TIGHT))).max() < 1e-12
+
+
+@pytest.fixture(scope="module")
+def water_energy_fn(water):
+    return mess.energy_function(water, "6-31g", "hf", conv_tol=TIGHT)
+
+
+def test_energy_function_grad_matches_finite_differences(water, water_energy_fn):
+    pos = jnp.asarray(water.positions)
+    e, g = jax.value_and_grad(water_energy_fn)(pos)
+    ref = mess.run(water, "6-31g", "hf", conv_tol=TIGHT)
+    assert abs(float(e) - float(ref.energy)) < 1e-10
+    h = 1e-3
+    for atom, k in [(1, 2), (0, 1)]:
+        d = np.zeros((3, 3))
+        d[atom, k] = h
+        fd = (water_energy_fn(pos + d) - water_energy_fn(pos - d)) / (2 * h)
+        assert abs(float(fd) - float(g[atom, k])) < 1e-6
+
+
+def _conformers(mol: mess.Molecule, n: int, scale: float, seed: int = 0) -> jnp.ndarray:
+    rng = np.random.default_rng(seed)
+    return jnp.asarray(np.asarray(mol.positions)[None] + scale * rng.standard_normal((n, mol.natom, 3)))
+
+
+def test_energy_function_vmap(water, water_energy_fn):
+    batch = _conformers(water, 4, 0.05)
+    batched = jax.vmap(water_energy_fn)(batch)
+    single = jnp.stack([water_energy_fn(p) for p in batch])
+    assert np.abs(np.asarray(batched - single)).max() < 1e-10
+
+
+@pytest.mark.slow
+def test_energy_function_vmap_grad_and_jit(water, water_energy_fn):
+    batch = _conformers(water, 4, 0.05, seed=1)
+    g_batched = jax.vmap(jax.grad(water_energy_fn))(batch)
+    g_single = jnp.stack([jax.grad(water_energy_fn)(p) for p in batch])
+    assert np.abs(np.asarray(g_batched - g_single)).max() < 1e-9
+    e_jit, g_jit = jax.jit(jax.value_and_grad(water_energy_fn))(batch[0])
+    assert abs(float(e_jit - water_energy_fn(batch[0]))) < 1e-10
+    assert np.abs(np.asarray(g_jit - g_single[0])).max() < 1e-9
+
+
+@pytest.mark.slow
+def test_energy_function_vmap_ethanol():
+    mol = molecule(HEAVY["ethanol"])
+    f = mess.energy_function(mol, "sto-3g", "hf", conv_tol=TIGHT)
+    batch = _conformers(mol, 16, 0.03)
+    batched = jax.vmap(f)(batch)
+    single = jnp.stack([f(p) for p in batch])
+    assert np.abs(np.asarray(batched - single)).max() < 1e-10
+
+
+def _ring(symbols_ring, subs, r=1.39):
+    """Planar six-membered ring (Angstrom) with substituents (symbol, bond length) per
+    ring atom (None for none)."""
+    lines = []
+    for i, (a, sub) in enumerate(zip(symbols_ring, subs)):
+        t = np.deg2rad(90 + 60 * i)
+        u = np.array([np.cos(t), np.sin(t), 0.0])
+        lines.append(f"{a} {r * u[0]:.5f} {r * u[1]:.5f} 0")
+        if sub is not None:
+            s, d = sub
+            p = (r + d) * u
+            lines.append(f"{s} {p[0]:.5f} {p[1]:.5f} 0")
+    return "; ".join(lines)
+
+
+HEAVY = {
+    "methane": "C 0 0 0; H 0.629 0.629 0.629; H -0.629 -0.629 0.629; H -0.629 0.629 -0.629; "
+               "H 0.629 -0.629 -0.629",
+    "HF": "F 0 0 0; H 0 0 0.917",
+    "CO": "C 0 0 0; O 0 0 1.128",
+    "ethanol": "C 1.1879 -0.3829 0; C 0 0.5526 0; O -1.1867 -0.2472 0; H -1.9237 0.3850 0; "
+               "H 2.0985 0.2306 0; H 1.1184 -1.0093 0.8869; H 1.1184 -1.0093 -0.8869; "
+               "H 0.0227 1.1812 0.8852; H 0.0227 1.1812 -0.8852",
+    "glycine": "C -0.113 0.550 0; C -1.347 -0.339 0; O -1.315 -1.546 0; O -2.489 0.371 0; "
+               "H -3.233 -0.259 0; N 1.120 -0.225 0; H 1.138 -0.848 0.807; H 1.138 -0.848 -0.807; "
+               "H -0.120 1.208 0.877; H -0.120 1.208 -0.877",
+    "benzene": _ring("CCCCCC", [("H", 1.09)] * 6, r=1.397),
+    "uracil": _ring(["N", "C", "N", "C", "C", "C"],
+                    [("H", 1.01), ("O", 1.22), ("H", 1.01), ("O", 1.22), ("H", 1.08), ("H", 1.08)]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(HEAVY))
+@pytest.mark.parametrize("xc", ["hf", "b3lyp"])
+def test_gradient_heavier_molecules(name, xc):
+    mol = molecule(HEAVY[name])
+    res, g = energy_and_gradient(mol, "def2-svp", xc, conv_tol=TIGHT)
+    e_ref, g_ref = pyscf_gradient(mol, "def2-svp", xc)
+    assert bool(res.converged)
+    assert np.abs(np.asarray(g) - g_ref).max() < 1e-6
+    assert np.abs(np.asarray(g).sum(axis=0)).max() < 1e-8
