@@ -266,6 +266,7 @@ def _ao_index(plan: EriPlan, shells: np.ndarray, l: int) -> np.ndarray:
     return plan.ao_offsets[shells][:, None] + np.arange(size)
 
 
+@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("with_j", "with_k"))
 def get_jk(plan: EriPlan, blocks: list[Array], dm: Float[Array, "... nao nao"],
            with_j: bool = True, with_k: bool = True) -> tuple[Array, Array]:
     """Coulomb J_{mn} = sum_{ls} (mn|ls) D_{ls} and exchange K_{mn} = sum_{ls} (ml|ns) D_{ls}.
@@ -297,6 +298,7 @@ def get_jk(plan: EriPlan, blocks: list[Array], dm: Float[Array, "... nao nao"],
     return jp + jnp.swapaxes(jp, -1, -2), kp + jnp.swapaxes(kp, -1, -2)
 
 
+@functools.partial(jax.jit, static_argnums=(0,))
 def eri_tensor(plan: EriPlan, blocks: list[Array]) -> Float[Array, "nao nao nao nao"]:
     """The full [nao]^4 ERI tensor from the unique blocks (for tests and small systems)."""
     n = plan.nao
