@@ -279,22 +279,24 @@ def get_jk(plan: EriPlan, blocks: list[Array], dm: Float[Array, "... nao nao"],
     kp = jnp.zeros_like(dm)
     for cls, blk in zip(plan.classes, blocks):
         ia, ib, ic, id_ = (_ao_index(plan, cls.shells[k], cls.ls[k]) for k in range(4))
-        v = blk * jnp.asarray(cls.scale)[:, None, None, None, None]
+        scale = jnp.asarray(cls.scale, dm.dtype)[:, None, None]
 
-        def dblock(x, y):
-            return dm[..., x[:, :, None], y[:, None, :]]
+        def dblock(x, y):  # density blocks [..., nq, dx, dy], scaled by the degeneracy weight
+            return dm[..., x[:, :, None], y[:, None, :]] * scale
 
         def add(acc, x, y, val):
             return acc.at[..., x[:, :, None], y[:, None, :]].add(val)
 
+        # the (large) integral blocks are used as they are; the weights go on the small
+        # density blocks, so no scaled copy of the integrals is ever made
         if with_j:
-            jp = add(jp, ia, ib, 2.0 * jnp.einsum("qabcd,...qcd->...qab", v, dblock(ic, id_)))
-            jp = add(jp, ic, id_, 2.0 * jnp.einsum("qabcd,...qab->...qcd", v, dblock(ia, ib)))
+            jp = add(jp, ia, ib, 2.0 * jnp.einsum("qabcd,...qcd->...qab", blk, dblock(ic, id_)))
+            jp = add(jp, ic, id_, 2.0 * jnp.einsum("qabcd,...qab->...qcd", blk, dblock(ia, ib)))
         if with_k:
-            kp = add(kp, ia, ic, jnp.einsum("qabcd,...qbd->...qac", v, dblock(ib, id_)))
-            kp = add(kp, ib, ic, jnp.einsum("qabcd,...qad->...qbc", v, dblock(ia, id_)))
-            kp = add(kp, ia, id_, jnp.einsum("qabcd,...qbc->...qad", v, dblock(ib, ic)))
-            kp = add(kp, ib, id_, jnp.einsum("qabcd,...qac->...qbd", v, dblock(ia, ic)))
+            kp = add(kp, ia, ic, jnp.einsum("qabcd,...qbd->...qac", blk, dblock(ib, id_)))
+            kp = add(kp, ib, ic, jnp.einsum("qabcd,...qad->...qbc", blk, dblock(ia, id_)))
+            kp = add(kp, ia, id_, jnp.einsum("qabcd,...qbc->...qad", blk, dblock(ib, ic)))
+            kp = add(kp, ib, id_, jnp.einsum("qabcd,...qac->...qbd", blk, dblock(ia, ic)))
     return jp + jnp.swapaxes(jp, -1, -2), kp + jnp.swapaxes(kp, -1, -2)
 
 
