@@ -52,7 +52,9 @@ def water():
     return molecule(WATER)
 
 
-@pytest.mark.parametrize("name,atom,spin", [("water", WATER, 0), ("ammonia", AMMONIA, 0), ("OH", OH, 1)])
+@pytest.mark.parametrize("name,atom,spin", [("water", WATER, 0),
+                                           pytest.param("ammonia", AMMONIA, 0, marks=pytest.mark.slow),
+                                           pytest.param("OH", OH, 1, marks=pytest.mark.slow)])
 def test_hf_gradient_vs_pyscf(name, atom, spin):
     mol = molecule(atom, spin=spin)
     res, g = energy_and_gradient(mol, "6-31g", "hf", conv_tol=TIGHT)
@@ -64,6 +66,7 @@ def test_hf_gradient_vs_pyscf(name, atom, spin):
     assert np.abs(np.asarray(g).sum(axis=0)).max() < 1e-8
 
 
+@pytest.mark.slow
 def test_b3lyp_gradient_with_grid_response(water):
     res, g = energy_and_gradient(water, "6-31g", "b3lyp", conv_tol=TIGHT)
     e_ref, g_ref = pyscf_gradient(water, "6-31g", "b3lyp")
@@ -72,6 +75,7 @@ def test_b3lyp_gradient_with_grid_response(water):
     assert np.abs(np.asarray(g).sum(axis=0)).max() < 1e-8
 
 
+@pytest.mark.slow
 def test_fixed_orbital_energy_is_scf_energy(water):
     res = mess.run(water, "6-31g", "hf", conv_tol=TIGHT)
     setup = prepare(water, "6-31g", "hf")
@@ -105,6 +109,7 @@ def _conformers(mol: mess.Molecule, n: int, scale: float, seed: int = 0) -> jnp.
     return jnp.asarray(np.asarray(mol.positions)[None] + scale * rng.standard_normal((n, mol.natom, 3)))
 
 
+@pytest.mark.slow
 def test_energy_function_vmap(water, water_energy_fn):
     batch = _conformers(water, 4, 0.05)
     batched = jax.vmap(water_energy_fn)(batch)

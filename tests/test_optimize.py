@@ -58,6 +58,7 @@ def water_hf_optimum():
     return _check_optimum("hf")
 
 
+@pytest.mark.slow
 def test_optimize_water_hf(water_hf_optimum):
     opt, info = water_hf_optimum
     assert info["trajectory"][-1] < info["trajectory"][0]
@@ -67,6 +68,7 @@ def test_optimize_water_hf(water_hf_optimum):
     assert abs(r1 - r2) < 2e-3
 
 
+@pytest.mark.slow
 def test_frequencies_water_vs_pyscf_hessian(water_hf_optimum):
     opt, _ = water_hf_optimum
     freqs = mess.frequencies(opt, BASIS, "hf")
