@@ -213,6 +213,12 @@ def run(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", cart: bool = 
     Returns:
         :class:`Result` (energies in Hartree, dipole in Debye).
     """
+    setup, ints, res, positions = run_scf(molecule, basis, xc, cart, options)
+    return make_result(setup, ints, res, positions)
+
+
+def run_scf(molecule: Molecule, basis: str, xc: str, cart: bool, options: dict):
+    """Setup, integrals and converged SCF: returns (setup, integrals, SCFResult, positions)."""
     require_float64()
     scf_options, rest = _split_options(options)
     setup = prepare(molecule, basis, xc, cart, grid_level=rest.get("grid_level", 3),
@@ -223,7 +229,7 @@ def run(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", cart: bool = 
     veff_fn = make_veff(setup, ints, positions)
     dm0 = initial_guess(setup, ints, rest.get("init_guess", "minao"))
     res = solve(setup, ints, veff_fn, dm0, scf_options, fallback_given="fallback" in options)
-    return make_result(setup, ints, res, positions)
+    return setup, ints, res, positions
 
 
 def solve(setup: Setup, ints: dict, veff_fn, dm0: Array, options: SCFOptions,

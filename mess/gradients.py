@@ -45,6 +45,7 @@ from mess.driver import (
     make_veff,
     prepare,
     require_float64,
+    run_scf,
     solve,
 )
 from mess.integrals.two_electron import SCHWARZ_THRESHOLD, BlockJK
@@ -158,17 +159,7 @@ def energy_at_fixed_orbitals(setup: Setup, positions: Float[Array, "natom 3"], m
 
 
 def _setup_and_scf(molecule: Molecule, basis: str, xc: str, cart: bool, options: dict):
-    require_float64()
-    scf_options, rest = _split_options(options)
-    setup = prepare(molecule, basis, xc, cart, grid_level=rest.get("grid_level", 3),
-                    restricted=rest.get("restricted"),
-                    schwarz_threshold=rest.get("schwarz_threshold", SCHWARZ_THRESHOLD))
-    positions = jnp.asarray(molecule.positions)
-    ints = integrals(setup, positions)
-    veff_fn = make_veff(setup, ints, positions)
-    dm0 = initial_guess(setup, ints, rest.get("init_guess", "minao"))
-    res = solve(setup, ints, veff_fn, dm0, scf_options, fallback_given="fallback" in options)
-    return setup, ints, res, positions
+    return run_scf(molecule, basis, xc, cart, options)
 
 
 def _integral_parts(setup: Setup, positions: Array):
