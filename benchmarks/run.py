@@ -141,7 +141,7 @@ def main(argv=None):
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = out / f"bench-{jax.default_backend()}-{stamp}.json"
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    print(f"wrote {path}")
+    print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path.name}")
 
 
 if __name__ == "__main__":
