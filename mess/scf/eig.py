@@ -6,12 +6,14 @@ orthogonalisation"), dropping overlap eigenvalues below a threshold as PySCF's
 are zero, and the corresponding rows/columns of X^T F X get a large diagonal value so
 their (meaningless) eigenvectors sort to the top as empty virtuals.
 
-Not differentiated: the SCF loop is a fixed-point search; derivatives are taken at
-the converged point by other means.
+The converged SCF is differentiated at its fixed point (:mod:`mess.implicit`), not
+through these steps; the unrolled SCF (:mod:`mess.unrolled`) differentiates through
+them, with eigenvector derivatives kept finite at degeneracies (:func:`eigh_safe`).
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
@@ -32,7 +34,7 @@ def orthogonalizer(
         ``(x, keep)``: x ``[n, n]`` with zero columns for removed directions, and the
         mask of kept columns.
     """
-    s_eig, u = jnp.linalg.eigh(overlap)
+    s_eig, u = eigh_safe(overlap)
     keep = s_eig > threshold
     x = jnp.where(keep[None, :], u / jnp.sqrt(jnp.where(keep, s_eig, 1.0))[None, :], 0.0)
     return x, keep
@@ -50,5 +52,66 @@ def eig(
     f_orth = jnp.swapaxes(x, -1, -2) @ fock @ x
     f_orth = f_orth + jnp.diag(jnp.where(keep, 0.0, REMOVED_ORBITAL_ENERGY))
     f_orth = 0.5 * (f_orth + jnp.swapaxes(f_orth, -1, -2))
-    e, c = jnp.linalg.eigh(f_orth)
+    e, c = eigh_safe(f_orth)
     return e, x @ c
+
+
+#: Eigenvalues closer than this (Hartree) are treated as one degenerate cluster by
+#: :func:`eigvalsh_safe`.
+DEGENERACY_TOL = 1e-8
+
+
+@jax.custom_jvp
+def eigvalsh_safe(a: Float[Array, "... n n"]) -> Float[Array, "... n"]:
+    """Eigenvalues (ascending) of symmetric matrices, with derivatives that stay finite
+    at degeneracies.
+
+    The derivative of a simple eigenvalue is ``v_i^T dA v_i`` (Hellmann-Feynman). For a
+    degenerate cluster (eigenvalues within :data:`DEGENERACY_TOL`) the individual
+    eigenvalues are not differentiable; each member gets the derivative of the
+    cluster's mean, ``tr(V_c^T dA V_c) / m``, which is exact for perturbations that keep
+    the degeneracy (e.g. symmetric distortions) and linear, so reverse mode works.
+    """
+    return jnp.linalg.eigvalsh(a)
+
+
+@eigvalsh_safe.defjvp
+def _eigvalsh_safe_jvp(primals, tangents):
+    (a,), (da,) = primals, tangents
+    w, v = jnp.linalg.eigh(a)
+    d = jnp.einsum("...pi,...pq,...qi->...i", v, da, v)
+    cluster = (jnp.abs(w[..., :, None] - w[..., None, :]) < DEGENERACY_TOL).astype(w.dtype)
+    dw = (cluster @ d[..., None])[..., 0] / jnp.sum(cluster, axis=-1)
+    return w, dw
+
+
+#: Lorentzian broadening (Hartree^2) of the eigenvector derivative in :func:`eigh_safe`.
+EIGH_BROADENING = 1e-12
+
+
+@jax.custom_jvp
+def eigh_safe(a: Float[Array, "... n n"]) -> tuple[Float[Array, "... n"], Float[Array, "... n n"]]:
+    """``jnp.linalg.eigh`` whose derivative stays finite at degenerate eigenvalues.
+
+    The eigenvector derivative ``dV = V (F o (V^T dA V))`` has
+    ``F_ij = 1 / (w_j - w_i)``, infinite for degenerate pairs; here
+    ``F_ij = (w_j - w_i) / ((w_j - w_i)^2 + eta)`` with a tiny broadening ``eta``
+    (:data:`EIGH_BROADENING`), which equals the exact value to relative ``eta / gap^2``
+    (exact for gaps well above 1e-6 Hartree) and vanishes for exactly degenerate pairs, whose mixing is arbitrary (a gauge freedom
+    of the eigenvectors that leaves densities and energies unchanged). Used by the
+    unrolled SCF (:mod:`mess.unrolled`) so training gradients never become NaN.
+    """
+    return jnp.linalg.eigh(a)
+
+
+@eigh_safe.defjvp
+def _eigh_safe_jvp(primals, tangents):
+    (a,), (da,) = primals, tangents
+    w, v = jnp.linalg.eigh(a)
+    vt = jnp.swapaxes(v, -1, -2)
+    da_v = vt @ (0.5 * (da + jnp.swapaxes(da, -1, -2))) @ v
+    diff = w[..., None, :] - w[..., :, None]
+    f = diff / (diff * diff + EIGH_BROADENING)
+    dw = jnp.diagonal(da_v, axis1=-2, axis2=-1)
+    dv = v @ (f * da_v)
+    return (w, v), (dw, dv)

@@ -116,12 +116,22 @@ class Functional(eqx.Module):
         family: ``"hf"`` (no semi-local part), ``"lda"`` or ``"gga"``.
         components: ``((component_name, coefficient), ...)``, names in
             :data:`COMPONENTS`.
+        weights: optional traced multipliers ``[ncomp]`` of the coefficients
+            (None: all 1); they make the mixing parameters differentiable.
     """
 
     name: str = eqx.field(static=True)
     hyb: float = eqx.field(static=True)
     family: str = eqx.field(static=True)
     components: tuple[tuple[str, float], ...] = eqx.field(static=True)
+    weights: Float[Array, " ncomp"] | None = None
+
+    def coefficients(self) -> list:
+        """Component coefficients, each times its traced weight when ``weights`` is
+        set (functional parameters to differentiate; see :mod:`mess.parametric`)."""
+        if self.weights is None:
+            return [c for _, c in self.components]
+        return [c * self.weights[i] for i, (_, c) in enumerate(self.components)]
 
     def exc_restricted(self, rho: Points, sigma: Points | None = None) -> Points:
         """Semi-local XC energy density ``e(r) = rho eps_xc`` (Hartree/Bohr^3).
@@ -137,7 +147,7 @@ class Functional(eqx.Module):
         rho = jnp.asarray(rho)
         out = jnp.zeros_like(rho)
         sigma = sigma if self.family == "gga" else None
-        for name, coeff in self.components:
+        for (name, _), coeff in zip(self.components, self.coefficients()):
             out = out + coeff * COMPONENTS[name].exc_restricted(rho, sigma)
         return out
 
@@ -160,7 +170,7 @@ class Functional(eqx.Module):
         out = jnp.zeros_like(rho_a)
         if self.family != "gga":
             sigma_aa = sigma_ab = sigma_bb = None
-        for name, coeff in self.components:
+        for (name, _), coeff in zip(self.components, self.coefficients()):
             out = out + coeff * COMPONENTS[name].exc_polarized(rho_a, rho_b, sigma_aa, sigma_ab, sigma_bb)
         return out
 

@@ -1,0 +1,258 @@
+"""Derivatives of converged SCF results by implicit differentiation.
+
+The converged orbitals are a fixed point, not an explicit function of the inputs, and
+differentiating the SCF iterations would be expensive and fragile. Instead the
+solution is parametrised around the converged orbitals ``C0`` by occupied-virtual
+rotations ``kappa``:
+
+    C(kappa; p) = O(p) U(kappa),   U = Cayley(kappa - kappa^T),
+
+where ``O(p) = C0 L(p)^-T L0^T`` re-orthonormalises ``C0`` in the overlap metric
+``S(p)`` (Cholesky, ``L L^T = C0^T S(p) C0``, equal to ``C0`` at the converged point)
+and ``kappa`` holds only the non-redundant virtual-occupied rotations. The SCF
+solution is the root ``kappa*(p)`` of the orbital gradient
+``g(kappa; p) = dE[D(kappa; p); p]/dkappa`` (Brillouin condition), with ``kappa* = 0``
+at the point where the SCF was solved. By the implicit function theorem
+
+    dkappa*/dp = -H^-1 dg/dp,   H = dg/dkappa  (the orbital Hessian),
+
+which :func:`jax.lax.custom_root` applies in forward and reverse mode; the linear
+systems are solved by preconditioned conjugate gradients with Hessian-vector
+products from automatic differentiation (coupled-perturbed SCF without hand-written
+response kernels: Pople, Krishnan, Schlegel & Binkley, Int. J. Quantum Chem. Symp.
+13, 225 (1979)). Only occupied-virtual rotations enter, so (near-)degenerate
+orbitals within the occupied or within the virtual space cause no division by small
+energy differences; the equations are singular only where the SCF solution itself
+is (a vanishing orbital-Hessian eigenvalue).
+
+Orbital energies are the eigenvalues of the occupied-occupied and virtual-virtual
+blocks of ``C^T F C``; their derivatives use :func:`mess.scf.eig.eigvalsh_safe`, which
+averages the derivative over a degenerate cluster (the derivative of the cluster's
+mean, the symmetric choice) instead of producing NaN.
+
+Units: Bohr, Hartree, field in atomic units; dipoles in Debye unless named ``_au``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from mess.driver import _split_options, initial_guess, prepare, require_float64, solve
+from mess.integrals.two_electron import SCHWARZ_THRESHOLD
+from mess.parametric import (DEBYE_PER_AU, EnergyVeff, SCFParams, default_params, dipole_au, energy_functional,
+                             parametric_integrals)
+from mess.scf.eig import eigvalsh_safe
+from mess.scf.newton import rotate, rotation_mask
+from mess.structure import Molecule
+
+__all__ = ["SCFState", "scf_function", "polarizability"]
+
+
+class SCFState(eqx.Module):
+    """Converged SCF quantities as differentiable functions of :class:`SCFParams`.
+
+    Attributes:
+        energy: total energy, Hartree.
+        mo_energy: orbital energies, Hartree ``[n]`` (restricted) or ``[2, n]``,
+            ascending within the occupied and within the virtual orbitals.
+        homo, lumo, gap: frontier orbital energies and ``lumo - homo``, Hartree.
+        density: density matrix ``[n, n]`` (total) or ``[2, n, n]`` (spin).
+        dipole: dipole moment in Debye ``[3]`` (origin 0, field-free definition).
+        dipole_au: the same in atomic units (e Bohr).
+        converged: whether the underlying SCF converged.
+    """
+
+    energy: Float[Array, ""]
+    mo_energy: Array
+    homo: Float[Array, ""]
+    lumo: Float[Array, ""]
+    gap: Float[Array, ""]
+    density: Array
+    dipole: Float[Array, "3"]
+    dipole_au: Float[Array, "3"]
+    converged: Array
+
+
+def _reorthonormalise(c0: Array, kept: Array, s: Array, s0: Array) -> Array:
+    """``C0 L(S)^-T L(S0)^T`` per channel: columns of ``c0`` orthonormal in metric ``s``
+    (``kept`` masks the linearly independent columns; the others are left zero)."""
+    both = kept[:, None] & kept[None, :]
+    eye = jnp.eye(c0.shape[-1], dtype=c0.dtype)
+
+    def factor(metric, c):
+        a = c.T @ metric @ c
+        return jnp.linalg.cholesky(jnp.where(both, 0.5 * (a + a.T), eye))
+
+    def one(c):
+        x = jax.scipy.linalg.solve_triangular(factor(s, c).T, jax.lax.stop_gradient(factor(s0, c)).T, lower=False)
+        return c @ x
+
+    return jax.vmap(one)(c0)
+
+
+def _cg(matvec: Callable, b: Array, precond: Array, tol: float, maxiter: int) -> Array:
+    """Preconditioned conjugate gradients (Hestenes & Stiefel 1952) for the symmetric
+    positive definite orbital Hessian; ``precond`` is the inverse diagonal. Stops at
+    ``|r| <= tol |b|`` or after ``maxiter`` iterations. A plain loop (not
+    ``jax.scipy.sparse.linalg.cg``, whose linear-solve primitive cannot be nested inside
+    the tangent solve of :func:`jax.lax.custom_root`)."""
+    bnorm = jnp.sqrt(jnp.vdot(b, b))
+    z0 = precond * b
+
+    def cond(carry):
+        k, _, r, _, _ = carry
+        return (k < maxiter) & (jnp.sqrt(jnp.vdot(r, r)) > tol * bnorm)
+
+    def body(carry):
+        k, x, r, d, rz = carry
+        ad = matvec(d)
+        alpha = rz / jnp.vdot(d, ad)
+        x = x + alpha * d
+        r = r - alpha * ad
+        z = precond * r
+        rz_new = jnp.vdot(r, z)
+        return k + 1, x, r, z + (rz_new / rz) * d, rz_new
+
+    init = (jnp.zeros((), jnp.int32), jnp.zeros_like(b), b, z0, jnp.vdot(b, z0))
+    _, x, *_ = jax.lax.while_loop(cond, body, init)
+    return x
+
+
+def scf_function(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", cart: bool = False,
+                 *, response_tol: float = 1e-10, response_maxiter: int = 200,
+                 **options) -> tuple[SCFParams, Callable[[SCFParams], SCFState]]:
+    """The converged SCF as a differentiable function of all continuous inputs.
+
+    Args:
+        molecule, basis, xc, cart, **options: as :func:`mess.run` (use a tight
+            ``conv_tol``, e.g. 1e-11, for accurate derivatives: their error is first
+            order in the residual orbital gradient).
+        response_tol: relative residual of the conjugate-gradient solves of the
+            response (coupled-perturbed) equations.
+        response_maxiter: maximum conjugate-gradient iterations per solve.
+
+    Returns:
+        ``(params0, solve)``: the inputs of ``molecule`` as :class:`SCFParams`
+        (positions in Bohr, zero field, basis exponents/coefficients, functional
+        weights, exact-exchange fraction) and ``solve(params) -> SCFState``, which runs
+        the SCF at ``params`` and whose outputs have implicit derivatives: use
+        ``jax.grad``, ``jax.jacfwd``/``jacrev`` on any output with respect to any leaf
+        of the parameters, e.g. ``jax.grad(lambda p: solve(p).homo)(params0).positions``.
+
+    Example:
+        >>> params, solve = mess.scf_function(mol, "6-31g", "b3lyp", conv_tol=1e-11)
+        >>> dmu_dF = jax.jacfwd(lambda f: solve(eqx.tree_at(lambda p: p.field, params, f)).dipole_au)(params.field)
+
+    The SCF itself runs without derivatives (as :func:`mess.run`, MINAO guess); under
+    ``jax.jit``/``vmap`` or when differentiating, its Newton fallback is compiled in.
+    """
+    require_float64()
+    scf_options, rest = _split_options(options)
+    setup = prepare(molecule, basis, xc, cart, grid_level=rest.get("grid_level", 3),
+                    restricted=rest.get("restricted"),
+                    schwarz_threshold=rest.get("schwarz_threshold", SCHWARZ_THRESHOLD))
+    guess = rest.get("init_guess", "minao")
+    dm0_fixed = initial_guess(setup, None, "minao") if guess == "minao" else None
+    restricted = setup.restricted
+    fallback_given = "fallback" in options
+
+    def run_scf(params: SCFParams):
+        ints = parametric_integrals(setup, params)
+        veff = EnergyVeff(ints["jk"], ints["xc"], params.hyb, restricted)
+        dm0 = dm0_fixed if dm0_fixed is not None else initial_guess(setup, ints, guess)
+        traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(params))
+        return solve(setup, ints, veff, dm0, scf_options, fallback_given=fallback_given or traced)
+
+    def state(params: SCFParams) -> SCFState:
+        res = run_scf(jax.lax.stop_gradient(params))
+        c0 = jax.lax.stop_gradient(res.mo_coeff)
+        occ = jax.lax.stop_gradient(res.mo_occ)
+        if restricted:
+            c0, occ = c0[None], occ[None]
+        kept = jnp.any(c0[0] != 0, axis=0)
+        s0 = jax.lax.stop_gradient(parametric_integrals(setup, params)["overlap"])
+        mask = rotation_mask(occ, jnp.sum(kept))
+        eps0 = jax.lax.stop_gradient(res.mo_energy if not restricted else res.mo_energy[None])
+        gap0 = eps0[..., :, None] - eps0[..., None, :]
+        precond = jnp.where(mask, 1.0 / (4.0 * jnp.maximum(gap0, 1e-2)), 1.0)
+
+        def orbitals(kappa, p, ints):
+            c = _reorthonormalise(c0, kept, ints["overlap"], s0)
+            return rotate(c, jnp.where(mask, kappa, 0.0))
+
+        def density(c):
+            dm = jnp.einsum("cpi,ci,cqi->cpq", c, occ, c)
+            return dm[0] if restricted else dm
+
+        def energy(kappa, p, ints):
+            return energy_functional(setup, p, density(orbitals(kappa, p, ints)), ints)
+
+        def brillouin(kappa, p):
+            ints = parametric_integrals(setup, p)
+            g = jax.grad(energy)(kappa, p, ints)
+            return jnp.where(mask, g, kappa)
+
+        # kappa*(p): zero at the solved point; its derivative is -H^-1 dg/dp (implicit
+        # function theorem), a custom JVP that JAX also transposes for reverse mode.
+        @jax.custom_jvp
+        def root(p):
+            return jnp.zeros_like(c0)
+
+        @root.defjvp
+        def root_jvp(primals, tangents):
+            (p,), (dp,) = primals, tangents
+            zero = jnp.zeros_like(c0)
+            _, rhs = jax.jvp(lambda q: brillouin(zero, q), (p,), (dp,))
+
+            def hessian(v):
+                return jax.jvp(lambda k: brillouin(k, p), (zero,), (v,))[1]
+
+            dk = jax.lax.custom_linear_solve(
+                hessian, -rhs, solve=lambda mv, b: _cg(mv, b, precond, response_tol, response_maxiter),
+                symmetric=True)
+            return zero, dk
+
+        kappa = root(params)
+        ints = parametric_integrals(setup, params)
+        c = orbitals(kappa, params, ints)
+        dm = density(c)
+        e = energy_functional(setup, params, dm, ints)
+        fock = jax.grad(lambda d: energy_functional(setup, params, d, ints))(dm)
+        fock = 0.5 * (fock + jnp.swapaxes(fock, -1, -2))
+        fock = fock[None] if restricted else fock
+        f_mo = jnp.swapaxes(c, -1, -2) @ fock @ c
+        is_occ = occ > 0
+        same = (is_occ[..., :, None] == is_occ[..., None, :]) & kept[None, :, None] & kept[None, None, :]
+        removed = jnp.diag(jnp.where(kept, 0.0, 1e6))
+        mo_energy = eigvalsh_safe(jnp.where(same, f_mo, 0.0) + removed)
+        # eigenvalues ascend and all occupied ones lie below the virtual ones at an
+        # aufbau solution, so the first nocc per channel are the occupied energies
+        nocc = jnp.sum(is_occ, axis=-1)
+        idx = jnp.arange(mo_energy.shape[-1])
+        homo = jnp.max(jnp.where(idx[None] < nocc[:, None], mo_energy, -jnp.inf))
+        lumo = jnp.min(jnp.where((idx[None] >= nocc[:, None]) & (idx[None] < jnp.sum(kept)), mo_energy, jnp.inf))
+        mu = dipole_au(setup, params, dm, ints)
+        return SCFState(energy=e, mo_energy=mo_energy[0] if restricted else mo_energy, homo=homo, lumo=lumo,
+                        gap=lumo - homo, density=dm, dipole=mu * DEBYE_PER_AU, dipole_au=mu,
+                        converged=res.converged)
+
+    return default_params(setup), state
+
+
+def polarizability(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", cart: bool = False,
+                   **options) -> Float[Array, "3 3"]:
+    """Static dipole polarizability ``alpha_ij = dmu_i/dF_j = -d2E/dF_i dF_j`` in
+    atomic units (e^2 Bohr^2 / Hartree), at zero field, by implicit differentiation of
+    the SCF dipole (analytic coupled-perturbed response; options as
+    :func:`scf_function`)."""
+    params, solve = scf_function(molecule, basis, xc, cart, **options)
+
+    def mu(field):
+        return solve(eqx.tree_at(lambda p: p.field, params, field)).dipole_au
+
+    return jax.jacfwd(mu)(params.field)
