@@ -7,9 +7,13 @@ Energies need float64: enable it with ``jax.config.update("jax_enable_x64", True
 
 from mess.driver import Result, run
 from mess.gradients import energy_and_gradient, energy_function, gradient
+from mess.implicit import SCFState, polarizability, scf_function
 from mess.optimize import frequencies, optimize
+from mess.parametric import SCFParams
 from mess.structure import BOHR, Molecule
+from mess.unrolled import UnrolledState, unrolled_scf_function
 
-__all__ = ["BOHR", "Molecule", "Result", "energy_and_gradient", "energy_function", "frequencies", "gradient",
-           "optimize", "run"]
+__all__ = ["BOHR", "Molecule", "Result", "SCFParams", "SCFState", "UnrolledState", "energy_and_gradient",
+           "energy_function", "frequencies", "gradient", "optimize", "polarizability", "run", "scf_function",
+           "unrolled_scf_function"]
 __version__ = "0.1.0"

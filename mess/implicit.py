@@ -16,7 +16,7 @@ at the point where the SCF was solved. By the implicit function theorem
 
     dkappa*/dp = -H^-1 dg/dp,   H = dg/dkappa  (the orbital Hessian),
 
-which :func:`jax.lax.custom_root` applies in forward and reverse mode; the linear
+a custom JVP applies in forward mode and JAX transposes for reverse mode; the linear
 systems are solved by preconditioned conjugate gradients with Hessian-vector
 products from automatic differentiation (coupled-perturbed SCF without hand-written
 response kernels: Pople, Krishnan, Schlegel & Binkley, Int. J. Quantum Chem. Symp.
@@ -99,8 +99,8 @@ def _cg(matvec: Callable, b: Array, precond: Array, tol: float, maxiter: int) ->
     """Preconditioned conjugate gradients (Hestenes & Stiefel 1952) for the symmetric
     positive definite orbital Hessian; ``precond`` is the inverse diagonal. Stops at
     ``|r| <= tol |b|`` or after ``maxiter`` iterations. A plain loop (not
-    ``jax.scipy.sparse.linalg.cg``, whose linear-solve primitive cannot be nested inside
-    the tangent solve of :func:`jax.lax.custom_root`)."""
+    ``jax.scipy.sparse.linalg.cg``, whose linear-solve primitive cannot be nested
+    inside another tangent solve)."""
     bnorm = jnp.sqrt(jnp.vdot(b, b))
     z0 = precond * b
 
@@ -170,78 +170,113 @@ def scf_function(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", cart
 
     def state(params: SCFParams) -> SCFState:
         res = run_scf(jax.lax.stop_gradient(params))
-        c0 = jax.lax.stop_gradient(res.mo_coeff)
-        occ = jax.lax.stop_gradient(res.mo_occ)
-        if restricted:
-            c0, occ = c0[None], occ[None]
-        kept = jnp.any(c0[0] != 0, axis=0)
-        s0 = jax.lax.stop_gradient(parametric_integrals(setup, params)["overlap"])
-        mask = rotation_mask(occ, jnp.sum(kept))
-        eps0 = jax.lax.stop_gradient(res.mo_energy if not restricted else res.mo_energy[None])
-        gap0 = eps0[..., :, None] - eps0[..., None, :]
-        precond = jnp.where(mask, 1.0 / (4.0 * jnp.maximum(gap0, 1e-2)), 1.0)
-
-        def orbitals(kappa, p, ints):
-            c = _reorthonormalise(c0, kept, ints["overlap"], s0)
-            return rotate(c, jnp.where(mask, kappa, 0.0))
-
-        def density(c):
-            dm = jnp.einsum("cpi,ci,cqi->cpq", c, occ, c)
-            return dm[0] if restricted else dm
-
-        def energy(kappa, p, ints):
-            return energy_functional(setup, p, density(orbitals(kappa, p, ints)), ints)
-
-        def brillouin(kappa, p):
-            ints = parametric_integrals(setup, p)
-            g = jax.grad(energy)(kappa, p, ints)
-            return jnp.where(mask, g, kappa)
-
-        # kappa*(p): zero at the solved point; its derivative is -H^-1 dg/dp (implicit
-        # function theorem), a custom JVP that JAX also transposes for reverse mode.
-        @jax.custom_jvp
-        def root(p):
-            return jnp.zeros_like(c0)
-
-        @root.defjvp
-        def root_jvp(primals, tangents):
-            (p,), (dp,) = primals, tangents
-            zero = jnp.zeros_like(c0)
-            _, rhs = jax.jvp(lambda q: brillouin(zero, q), (p,), (dp,))
-
-            def hessian(v):
-                return jax.jvp(lambda k: brillouin(k, p), (zero,), (v,))[1]
-
-            dk = jax.lax.custom_linear_solve(
-                hessian, -rhs, solve=lambda mv, b: _cg(mv, b, precond, response_tol, response_maxiter),
-                symmetric=True)
-            return zero, dk
-
-        kappa = root(params)
-        ints = parametric_integrals(setup, params)
-        c = orbitals(kappa, params, ints)
-        dm = density(c)
-        e = energy_functional(setup, params, dm, ints)
-        fock = jax.grad(lambda d: energy_functional(setup, params, d, ints))(dm)
-        fock = 0.5 * (fock + jnp.swapaxes(fock, -1, -2))
-        fock = fock[None] if restricted else fock
-        f_mo = jnp.swapaxes(c, -1, -2) @ fock @ c
-        is_occ = occ > 0
-        same = (is_occ[..., :, None] == is_occ[..., None, :]) & kept[None, :, None] & kept[None, None, :]
-        removed = jnp.diag(jnp.where(kept, 0.0, 1e6))
-        mo_energy = eigvalsh_safe(jnp.where(same, f_mo, 0.0) + removed)
-        # eigenvalues ascend and all occupied ones lie below the virtual ones at an
-        # aufbau solution, so the first nocc per channel are the occupied energies
-        nocc = jnp.sum(is_occ, axis=-1)
-        idx = jnp.arange(mo_energy.shape[-1])
-        homo = jnp.max(jnp.where(idx[None] < nocc[:, None], mo_energy, -jnp.inf))
-        lumo = jnp.min(jnp.where((idx[None] >= nocc[:, None]) & (idx[None] < jnp.sum(kept)), mo_energy, jnp.inf))
-        mu = dipole_au(setup, params, dm, ints)
-        return SCFState(energy=e, mo_energy=mo_energy[0] if restricted else mo_energy, homo=homo, lumo=lumo,
-                        gap=lumo - homo, density=dm, dipole=mu * DEBYE_PER_AU, dipole_au=mu,
-                        converged=res.converged)
+        return _fixed_point_outputs(setup, params, jax.lax.stop_gradient(res.mo_coeff),
+                                    jax.lax.stop_gradient(res.mo_occ), jax.lax.stop_gradient(res.mo_energy),
+                                    res.converged, float(response_tol), int(response_maxiter))
 
     return default_params(setup), state
+
+
+class _Reference(eqx.Module):
+    """The SCF solution the rotations are measured from (constants; channel layout)."""
+
+    c0: Float[Array, "c n n"]
+    occ: Float[Array, "c n"]
+    kept: Array
+    s0: Float[Array, "n n"]
+    mask: Array
+    precond: Float[Array, "c n n"]
+
+
+def _orbitals(ref: _Reference, kappa: Array, overlap: Array) -> Array:
+    """``C(kappa; p) = O(p) U(kappa)`` (module docstring)."""
+    c = _reorthonormalise(ref.c0, ref.kept, overlap, ref.s0)
+    return rotate(c, jnp.where(ref.mask, kappa, 0.0))
+
+
+def _density(c: Array, occ: Array, restricted: bool) -> Array:
+    dm = jnp.einsum("cpi,ci,cqi->cpq", c, occ, c)
+    return dm[0] if restricted else dm
+
+
+def _brillouin(setup, ref: _Reference, kappa: Array, p: SCFParams) -> Array:
+    """Orbital gradient ``dE/dkappa`` on the non-redundant rotations (identity on the
+    others, so that the Jacobian is non-singular)."""
+    ints = parametric_integrals(setup, p)
+
+    def energy(k):
+        return energy_functional(setup, p, _density(_orbitals(ref, k, ints["overlap"]), ref.occ, setup.restricted),
+                                 ints)
+
+    return jnp.where(ref.mask, jax.grad(energy)(kappa), kappa)
+
+
+def _make_root(setup, response_tol: float, response_maxiter: int):
+    """``kappa*(p, ref)``: zero at the solved point; its derivative is ``-H^-1 dg/dp``
+    (implicit function theorem), a custom JVP that JAX also transposes for reverse
+    mode (the tangent solve is a symmetric ``custom_linear_solve``)."""
+
+    @jax.custom_jvp
+    def root(p: SCFParams, ref: _Reference) -> Array:
+        return jnp.zeros_like(ref.c0)
+
+    @root.defjvp
+    def root_jvp(primals, tangents):
+        (p, ref), (dp, _) = primals, tangents
+        zero = jnp.zeros_like(ref.c0)
+        _, rhs = jax.jvp(lambda q: _brillouin(setup, ref, zero, q), (p,), (dp,))
+
+        def hessian(v):
+            return jax.jvp(lambda k: _brillouin(setup, ref, k, p), (zero,), (v,))[1]
+
+        dk = jax.lax.custom_linear_solve(
+            hessian, -rhs, solve=lambda mv, b: _cg(mv, b, ref.precond, response_tol, response_maxiter),
+            symmetric=True)
+        return zero, dk
+
+    return root
+
+
+def _fixed_point_outputs(setup, params: SCFParams, c0: Array, occ: Array, eps0: Array, converged: Array,
+                         response_tol: float, response_maxiter: int) -> SCFState:
+    """Outputs at the SCF solution ``(c0, occ)`` of ``params`` with implicit derivatives.
+
+    Left unjitted on purpose: called eagerly, the integral kernels (and their
+    derivative kernels) run as separately compiled, cached programs shared with the
+    rest of mess, which compiles much faster on CPU than one fused program; wrap the
+    caller in ``jax.jit`` when one program is preferred."""
+    restricted = setup.restricted
+    if restricted:
+        c0, occ, eps0 = c0[None], occ[None], eps0[None]
+    kept = jnp.any(c0[0] != 0, axis=0)
+    s0 = jax.lax.stop_gradient(parametric_integrals(setup, params)["overlap"])
+    mask = rotation_mask(occ, jnp.sum(kept))
+    gap0 = eps0[..., :, None] - eps0[..., None, :]
+    precond = jnp.where(mask, 1.0 / (4.0 * jnp.maximum(gap0, 1e-2)), 1.0)
+    ref = _Reference(c0, occ, kept, s0, mask, precond)
+
+    kappa = _make_root(setup, response_tol, response_maxiter)(params, ref)
+    ints = parametric_integrals(setup, params)
+    c = _orbitals(ref, kappa, ints["overlap"])
+    dm = _density(c, occ, restricted)
+    e = energy_functional(setup, params, dm, ints)
+    fock = jax.grad(lambda d: energy_functional(setup, params, d, ints))(dm)
+    fock = 0.5 * (fock + jnp.swapaxes(fock, -1, -2))
+    fock = fock[None] if restricted else fock
+    f_mo = jnp.swapaxes(c, -1, -2) @ fock @ c
+    is_occ = occ > 0
+    same = (is_occ[..., :, None] == is_occ[..., None, :]) & kept[None, :, None] & kept[None, None, :]
+    removed = jnp.diag(jnp.where(kept, 0.0, 1e6))
+    mo_energy = eigvalsh_safe(jnp.where(same, f_mo, 0.0) + removed)
+    # eigenvalues ascend and all occupied ones lie below the virtual ones at an
+    # aufbau solution, so the first nocc per channel are the occupied energies
+    nocc = jnp.sum(is_occ, axis=-1)
+    idx = jnp.arange(mo_energy.shape[-1])
+    homo = jnp.max(jnp.where(idx[None] < nocc[:, None], mo_energy, -jnp.inf))
+    lumo = jnp.min(jnp.where((idx[None] >= nocc[:, None]) & (idx[None] < jnp.sum(kept)), mo_energy, jnp.inf))
+    mu = dipole_au(setup, params, dm, ints)
+    return SCFState(energy=e, mo_energy=mo_energy[0] if restricted else mo_energy, homo=homo, lumo=lumo,
+                    gap=lumo - homo, density=dm, dipole=mu * DEBYE_PER_AU, dipole_au=mu, converged=converged)
 
 
 def polarizability(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", cart: bool = False,

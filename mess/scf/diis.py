@@ -18,6 +18,8 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from mess.scf.eig import eigh_safe
+
 #: PySCF's threshold for dropping near-singular directions of the DIIS matrix.
 DIIS_EIG_THRESHOLD = 1e-14
 
@@ -98,7 +100,7 @@ def diis_coefficients(state: DIISState) -> Float[Array, " space"]:
     ones = valid.astype(b.dtype)
     h = jnp.zeros((space + 1, space + 1), b.dtype)
     h = h.at[0, 1:].set(ones).at[1:, 0].set(ones).at[1:, 1:].set(b)
-    w, v = jnp.linalg.eigh(h)
+    w, v = eigh_safe(h)
     inv_w = jnp.where(jnp.abs(w) > DIIS_EIG_THRESHOLD, 1.0 / jnp.where(w == 0, 1.0, w), 0.0)
     c = v @ (inv_w * v[0, :])  # v diag(1/w) v^T g with g = e_0
     return jnp.where(valid, c[1:], 0.0)

@@ -98,10 +98,12 @@ def eigh_safe(a: Float[Array, "... n n"]) -> tuple[Float[Array, "... n"], Float[
     ``F_ij = (w_j - w_i) / ((w_j - w_i)^2 + eta)`` with a tiny broadening ``eta``
     (:data:`EIGH_BROADENING`), which equals the exact value to relative ``eta / gap^2``
     (exact for gaps well above 1e-6 Hartree) and vanishes for exactly degenerate pairs, whose mixing is arbitrary (a gauge freedom
-    of the eigenvectors that leaves densities and energies unchanged). Used by the
+    of the eigenvectors that leaves densities and energies unchanged). Eigenvalue
+    derivatives are averaged over degenerate clusters as in :func:`eigvalsh_safe`. Used by the
     unrolled SCF (:mod:`mess.unrolled`) so training gradients never become NaN.
     """
-    return jnp.linalg.eigh(a)
+    w, v = jnp.linalg.eigh(a)
+    return w, v
 
 
 @eigh_safe.defjvp
@@ -112,6 +114,7 @@ def _eigh_safe_jvp(primals, tangents):
     da_v = vt @ (0.5 * (da + jnp.swapaxes(da, -1, -2))) @ v
     diff = w[..., None, :] - w[..., :, None]
     f = diff / (diff * diff + EIGH_BROADENING)
-    dw = jnp.diagonal(da_v, axis1=-2, axis2=-1)
+    cluster = (jnp.abs(diff) < DEGENERACY_TOL).astype(w.dtype)
+    dw = (cluster @ jnp.diagonal(da_v, axis1=-2, axis2=-1)[..., None])[..., 0] / jnp.sum(cluster, axis=-1)
     dv = v @ (f * da_v)
     return (w, v), (dw, dv)
