@@ -143,6 +143,9 @@ def scf_function(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", cart
         the SCF at ``params`` and whose outputs have implicit derivatives: use
         ``jax.grad``, ``jax.jacfwd``/``jacrev`` on any output with respect to any leaf
         of the parameters, e.g. ``jax.grad(lambda p: solve(p).homo)(params0).positions``.
+        Derivatives are taken for every leaf that carries a tangent; to pay only for
+        the ones needed, close over the others (``eqx.tree_at`` a single leaf, as
+        below): derivatives with respect to basis exponents cost the most.
 
     Example:
         >>> params, solve = mess.scf_function(mol, "6-31g", "b3lyp", conv_tol=1e-11)
@@ -199,10 +202,12 @@ def _density(c: Array, occ: Array, restricted: bool) -> Array:
     return dm[0] if restricted else dm
 
 
-def _brillouin(setup, ref: _Reference, kappa: Array, p: SCFParams) -> Array:
+def _brillouin(setup, ref: _Reference, kappa: Array, p: SCFParams, ints: dict | None = None) -> Array:
     """Orbital gradient ``dE/dkappa`` on the non-redundant rotations (identity on the
-    others, so that the Jacobian is non-singular)."""
-    ints = parametric_integrals(setup, p)
+    others, so that the Jacobian is non-singular). ``ints`` (at ``p``) may be given
+    when only ``kappa`` varies."""
+    if ints is None:
+        ints = parametric_integrals(setup, p)
 
     def energy(k):
         return energy_functional(setup, p, _density(_orbitals(ref, k, ints["overlap"]), ref.occ, setup.restricted),
@@ -226,8 +231,10 @@ def _make_root(setup, response_tol: float, response_maxiter: int):
         zero = jnp.zeros_like(ref.c0)
         _, rhs = jax.jvp(lambda q: _brillouin(setup, ref, zero, q), (p,), (dp,))
 
+        ints = parametric_integrals(setup, p)  # once: the Hessian products only vary kappa
+
         def hessian(v):
-            return jax.jvp(lambda k: _brillouin(setup, ref, k, p), (zero,), (v,))[1]
+            return jax.jvp(lambda k: _brillouin(setup, ref, k, p, ints), (zero,), (v,))[1]
 
         dk = jax.lax.custom_linear_solve(
             hessian, -rhs, solve=lambda mv, b: _cg(mv, b, ref.precond, response_tol, response_maxiter),

@@ -1,5 +1,8 @@
 """Implicit derivatives of converged SCF results (mess.implicit) against finite
-differences and PySCF's finite-field response."""
+differences and PySCF's finite-field response.
+
+Most checks compile derivative programs of every integral kernel (minutes on a
+2-core CPU) and are marked slow; run them with ``-m slow``."""
 
 from __future__ import annotations
 
@@ -31,6 +34,12 @@ def water_hf(water):
     return params, solve, solve(params)
 
 
+def _of_leaf(fn, params, name):
+    """``fn`` as a function of one leaf of the parameters (the others constant, so
+    JAX differentiates with respect to that leaf only)."""
+    return lambda leaf: fn(eqx.tree_at(lambda p: getattr(p, name), params, leaf))
+
+
 def _fd(fn, params, path, index, h):
     """Central difference of fn(params) along one entry of the leaf at ``path``."""
     leaf = path(params)
@@ -54,10 +63,11 @@ def test_state_matches_run(water, water_hf):
 
 def test_field_derivative_of_energy_is_minus_dipole(water_hf):
     params, solve, st = water_hf
-    g = jax.grad(lambda p: solve(p).energy)(params)
-    assert np.abs(np.asarray(g.field) + np.asarray(st.dipole_au)).max() < 1e-7
+    g = jax.grad(_of_leaf(lambda p: solve(p).energy, params, "field"))(params.field)
+    assert np.abs(np.asarray(g) + np.asarray(st.dipole_au)).max() < 1e-7
 
 
+@pytest.mark.slow
 def test_homo_lumo_dipole_position_derivatives_vs_finite_differences(water_hf):
     params, solve, _ = water_hf
 
@@ -65,13 +75,14 @@ def test_homo_lumo_dipole_position_derivatives_vs_finite_differences(water_hf):
         st = solve(p)
         return jnp.concatenate([jnp.stack([st.homo, st.lumo]), st.dipole_au])
 
-    jac = jax.jacrev(outputs)(params).positions  # [5, natom, 3]
+    jac = jax.jacrev(_of_leaf(outputs, params, "positions"))(params.positions)  # [5, natom, 3]
     assert np.isfinite(np.asarray(jac)).all()
     for index in [(0, 2), (1, 1), (1, 2)]:
         fd = _fd(outputs, params, lambda p: p.positions, index, 1e-4)
         assert np.abs(np.asarray(jac[(slice(None),) + index]) - fd).max() < 1e-6
 
 
+@pytest.mark.slow
 def test_field_derivatives_vs_finite_differences(water_hf):
     params, solve, _ = water_hf
 
@@ -79,17 +90,23 @@ def test_field_derivatives_vs_finite_differences(water_hf):
         st = solve(p)
         return jnp.concatenate([jnp.stack([st.homo, st.lumo]), st.dipole_au])
 
-    jac = jax.jacfwd(outputs)(params).field  # forward mode: [5, 3]
+    jac = jax.jacfwd(_of_leaf(outputs, params, "field"))(params.field)  # forward mode: [5, 3]
     fd = _fd(outputs, params, lambda p: p.field, 2, 1e-4)
     assert np.abs(np.asarray(jac[:, 2]) - fd).max() < 1e-6
 
 
+@pytest.mark.slow
 def test_basis_exponent_derivative_vs_finite_differences(water_hf):
     params, solve, _ = water_hf
-    g = jax.grad(lambda p: solve(p).energy + solve(p).homo)(params)
+
+    def objective(p):
+        st = solve(p)
+        return st.energy + st.homo
+
+    g = jax.grad(_of_leaf(objective, params, "exponents"))(params.exponents)
     for index in [(0, 0), (2, 1)]:  # an O 1s and an O 2sp primitive
-        fd = _fd(lambda p: solve(p).energy + solve(p).homo, params, lambda p: p.exponents, index, 1e-5)
-        assert abs(float(g.exponents[index]) - float(fd)) < 1e-6
+        fd = _fd(objective, params, lambda p: p.exponents, index, 1e-5)
+        assert abs(float(g[index]) - float(fd)) < 1e-6
 
 
 def _pyscf_polarizability(mol_pyscf, xc: str, h: float = 1e-3) -> np.ndarray:
@@ -116,6 +133,7 @@ def _pyscf_polarizability(mol_pyscf, xc: str, h: float = 1e-3) -> np.ndarray:
     return alpha
 
 
+@pytest.mark.slow
 def test_polarizability_water_vs_pyscf_finite_field(water):
     alpha = np.asarray(polarizability(water, "6-31g", "hf", conv_tol=TIGHT))
     ref = _pyscf_polarizability(water.to_pyscf("6-31g"), "hf")
@@ -130,6 +148,7 @@ def test_polarizability_water_b3lyp_vs_pyscf_finite_field(water):
     assert np.abs(alpha - ref).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_dft_functional_parameter_and_position_derivatives(water):
     params, solve = scf_function(water, "sto-3g", "b3lyp", grid_level=1, conv_tol=TIGHT)
 
@@ -147,12 +166,13 @@ def test_dft_functional_parameter_and_position_derivatives(water):
     assert np.abs(np.asarray(jac.positions[:, 1, 2]) - fd_r).max() < 1e-6
 
 
+@pytest.mark.slow
 def test_degenerate_homo_has_finite_symmetric_derivative():
     """Methane's HOMO is triply degenerate: its derivative is the degenerate cluster's
     mean derivative, exact (vs finite differences) for the symmetric breathing mode."""
     mol = mess.Molecule.from_xyz(METHANE)
     params, solve = scf_function(mol, "sto-3g", "hf", conv_tol=TIGHT)
-    g = np.asarray(jax.grad(lambda p: solve(p).homo)(params).positions)
+    g = np.asarray(jax.grad(_of_leaf(lambda p: solve(p).homo, params, "positions"))(params.positions))
     assert np.isfinite(g).all()
     assert np.abs(g.sum(axis=0)).max() < 1e-8  # translation invariance
     h = 1e-4

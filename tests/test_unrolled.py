@@ -20,6 +20,7 @@ def water():
     return mess.Molecule.from_xyz(WATER)
 
 
+@pytest.mark.slow
 def test_enough_cycles_give_the_scf_energy_and_analytic_gradient(water):
     params, fn = unrolled_scf_function(water, "sto-3g", "hf", cycles=15)
     energy = jax.jit(lambda p: fn(p).energy)
@@ -30,6 +31,7 @@ def test_enough_cycles_give_the_scf_energy_and_analytic_gradient(water):
     assert np.abs(np.asarray(g.positions) - np.asarray(g_ref)).max() < 1e-6
 
 
+@pytest.mark.slow
 def test_truncated_scf_derivatives_are_exact(water):
     """After 3 cycles the energy is not stationary: the unrolled derivative is the
     exact derivative of the truncated calculation (finite differences)."""
@@ -51,6 +53,7 @@ def test_truncated_scf_derivatives_are_exact(water):
     assert float(fn(params).grad_norm) > 1e-4  # really unconverged
 
 
+@pytest.mark.slow
 def test_degenerate_orbitals_give_finite_gradients():
     mol = mess.Molecule.from_xyz(METHANE)
     params, fn = unrolled_scf_function(mol, "sto-3g", "hf", cycles=8)
