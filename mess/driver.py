@@ -127,6 +127,9 @@ def prepare(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", cart: boo
     The cache key is the molecular structure (atomic numbers, charge, spin), basis,
     method and thresholds, not the geometry: the ERI screening plan is decided at the
     first geometry seen."""
+    from mess.config import release_compiled_programs_if_needed
+
+    release_compiled_programs_if_needed()
     if restricted is None:
         restricted = molecule.spin == 0
     if restricted and molecule.spin != 0:

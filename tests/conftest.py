@@ -5,6 +5,10 @@
   backend's LLVM optimisation level 0 roughly halves compile time and changes no
   results (IEEE arithmetic is kept; only code-generation passes are skipped). An
   XLA_FLAGS value set by the caller wins.
+* XLA's CPU backend maps memory regions for every compiled program; after each
+  test the compiled programs are dropped if the process nears the kernel's limit
+  on memory mappings (``mess.config.release_compiled_programs_if_needed``), which
+  otherwise crashes long test processes inside the compiler.
 """
 
 import os
@@ -14,3 +18,14 @@ os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _bounded_memory_maps():
+    yield
+    from mess.config import release_compiled_programs_if_needed
+
+    release_compiled_programs_if_needed()
