@@ -157,6 +157,14 @@ def prepare(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", cart: boo
     return setup
 
 
+def prepare_from_options(molecule: Molecule, basis: str, xc: str, cart: bool,
+                         options: dict) -> tuple[Setup, SCFOptions, dict]:
+    """Split user options (as :func:`run` takes them) into SCF settings and setup
+    settings, and build the setup: returns ``(setup, scf_options, other_options)``."""
+    setup, scf_options, rest = prepare_from_options(molecule, basis, xc, cart, options)
+    return setup, scf_options, rest
+
+
 @functools.partial(eqx.filter_jit)
 def _run_scf(overlap, hcore, e_nuc, nelec, veff_fn, dm0, restricted, options):
     return scf(overlap, hcore, e_nuc, nelec, veff_fn, dm0, restricted=restricted, options=options)
@@ -223,10 +231,7 @@ def run(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", cart: bool = 
 def run_scf(molecule: Molecule, basis: str, xc: str, cart: bool, options: dict):
     """Setup, integrals and converged SCF: returns (setup, integrals, SCFResult, positions)."""
     require_float64()
-    scf_options, rest = _split_options(options)
-    setup = prepare(molecule, basis, xc, cart, grid_level=rest.get("grid_level", 3),
-                    restricted=rest.get("restricted"),
-                    schwarz_threshold=rest.get("schwarz_threshold", SCHWARZ_THRESHOLD))
+    setup, scf_options, rest = prepare_from_options(molecule, basis, xc, cart, options)
     positions = jnp.asarray(molecule.positions)
     ints = integrals(setup, positions)
     veff_fn = make_veff(setup, ints, positions)

@@ -38,17 +38,16 @@ from jaxtyping import Array, Float
 
 from mess.driver import (
     Setup,
-    _split_options,
     initial_guess,
     integrals,
     make_result,
     make_veff,
-    prepare,
+    prepare_from_options,
     require_float64,
     run_scf,
     solve,
 )
-from mess.integrals.two_electron import SCHWARZ_THRESHOLD, BlockJK
+from mess.integrals.two_electron import BlockJK
 from mess.structure import Molecule
 
 __all__ = ["energy_at_fixed_orbitals", "gradient", "energy_and_gradient", "energy_function"]
@@ -284,10 +283,7 @@ def energy_function(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", c
     compiled into the program, because that rerun cannot be decided while tracing.
     """
     require_float64()
-    scf_options, rest = _split_options(options)
-    setup = prepare(molecule, basis, xc, cart, grid_level=rest.get("grid_level", 3),
-                    restricted=rest.get("restricted"),
-                    schwarz_threshold=rest.get("schwarz_threshold", SCHWARZ_THRESHOLD))
+    setup, scf_options, rest = prepare_from_options(molecule, basis, xc, cart, options)
     guess = rest.get("init_guess", "minao")
     dm0_fixed = None
     if guess == "minao":

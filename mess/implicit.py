@@ -42,8 +42,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from mess.driver import _split_options, initial_guess, prepare, require_float64, solve
-from mess.integrals.two_electron import SCHWARZ_THRESHOLD
+from mess.driver import initial_guess, prepare_from_options, require_float64, solve
 from mess.parametric import (DEBYE_PER_AU, EnergyVeff, SCFParams, default_params, dipole_au, energy_functional,
                              parametric_integrals)
 from mess.scf.eig import eigvalsh_safe
@@ -155,10 +154,7 @@ def scf_function(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", cart
     ``jax.jit``/``vmap`` or when differentiating, its Newton fallback is compiled in.
     """
     require_float64()
-    scf_options, rest = _split_options(options)
-    setup = prepare(molecule, basis, xc, cart, grid_level=rest.get("grid_level", 3),
-                    restricted=rest.get("restricted"),
-                    schwarz_threshold=rest.get("schwarz_threshold", SCHWARZ_THRESHOLD))
+    setup, scf_options, rest = prepare_from_options(molecule, basis, xc, cart, options)
     guess = rest.get("init_guess", "minao")
     dm0_fixed = initial_guess(setup, None, "minao") if guess == "minao" else None
     restricted = setup.restricted

@@ -21,9 +21,8 @@ from typing import Callable
 import jax.numpy as jnp
 import numpy as np
 
-from mess.driver import _split_options, initial_guess, integrals, make_veff, prepare, require_float64, solve
+from mess.driver import initial_guess, integrals, make_veff, prepare_from_options, require_float64, solve
 from mess.gradients import fixed_orbital_gradient
-from mess.integrals.two_electron import SCHWARZ_THRESHOLD
 from mess.structure import Molecule
 
 __all__ = ["optimize", "minimize_bfgs", "frequencies", "hessian", "harmonic_analysis", "gradient_function"]
@@ -37,10 +36,7 @@ def gradient_function(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf",
     With ``warm_start`` each SCF starts from the density of the previous call (a good
     guess for nearby geometries); options are those of :func:`mess.run`."""
     require_float64()
-    scf_options, rest = _split_options(options)
-    setup = prepare(molecule, basis, xc, cart, grid_level=rest.get("grid_level", 3),
-                    restricted=rest.get("restricted"),
-                    schwarz_threshold=rest.get("schwarz_threshold", SCHWARZ_THRESHOLD))
+    setup, scf_options, rest = prepare_from_options(molecule, basis, xc, cart, options)
     state = {"dm": None}
     guess = rest.get("init_guess", "minao")
 

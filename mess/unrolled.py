@@ -26,8 +26,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from mess.driver import _split_options, initial_guess, prepare, require_float64
-from mess.integrals.two_electron import SCHWARZ_THRESHOLD
+from mess.driver import initial_guess, prepare_from_options, require_float64
 from mess.parametric import (DEBYE_PER_AU, EnergyVeff, SCFParams, default_params, dipole_au, energy_functional,
                              parametric_integrals)
 from mess.scf.diis import commutator_error, diis_init, diis_update
@@ -83,10 +82,7 @@ def unrolled_scf_function(molecule: Molecule, basis: str = "sto-3g", xc: str = "
         is the starting density (default: PySCF's MINAO guess).
     """
     require_float64()
-    scf_options, rest = _split_options(options)
-    setup = prepare(molecule, basis, xc, cart, grid_level=rest.get("grid_level", 3),
-                    restricted=rest.get("restricted"),
-                    schwarz_threshold=rest.get("schwarz_threshold", SCHWARZ_THRESHOLD))
+    setup, scf_options, rest = prepare_from_options(molecule, basis, xc, cart, options)
     if not isinstance(cycles, int) or cycles < 1:
         raise ValueError(f"cycles must be a positive integer, got {cycles!r}")
     restricted = setup.restricted
