@@ -161,7 +161,10 @@ def prepare_from_options(molecule: Molecule, basis: str, xc: str, cart: bool,
                          options: dict) -> tuple[Setup, SCFOptions, dict]:
     """Split user options (as :func:`run` takes them) into SCF settings and setup
     settings, and build the setup: returns ``(setup, scf_options, other_options)``."""
-    setup, scf_options, rest = prepare_from_options(molecule, basis, xc, cart, options)
+    scf_options, rest = _split_options(options)
+    setup = prepare(molecule, basis, xc, cart, grid_level=rest.get("grid_level", 3),
+                    restricted=rest.get("restricted"),
+                    schwarz_threshold=rest.get("schwarz_threshold", SCHWARZ_THRESHOLD))
     return setup, scf_options, rest
 
 
