@@ -40,6 +40,16 @@ def _of_leaf(fn, params, name):
     return lambda leaf: fn(eqx.tree_at(lambda p: getattr(p, name), params, leaf))
 
 
+def _frontier_and_dipole(solve):
+    """params -> [HOMO, LUMO, mu_x, mu_y, mu_z] (Hartree, e Bohr)."""
+
+    def outputs(p):
+        st = solve(p)
+        return jnp.concatenate([jnp.stack([st.homo, st.lumo]), st.dipole_au])
+
+    return outputs
+
+
 def _fd(fn, params, path, index, h):
     """Central difference of fn(params) along one entry of the leaf at ``path``."""
     leaf = path(params)
@@ -70,10 +80,7 @@ def test_field_derivative_of_energy_is_minus_dipole(water_hf):
 @pytest.mark.slow
 def test_homo_lumo_dipole_position_derivatives_vs_finite_differences(water_hf):
     params, solve, _ = water_hf
-
-    def outputs(p):
-        st = solve(p)
-        return jnp.concatenate([jnp.stack([st.homo, st.lumo]), st.dipole_au])
+    outputs = _frontier_and_dipole(solve)
 
     jac = jax.jacrev(_of_leaf(outputs, params, "positions"))(params.positions)  # [5, natom, 3]
     assert np.isfinite(np.asarray(jac)).all()
@@ -85,10 +92,7 @@ def test_homo_lumo_dipole_position_derivatives_vs_finite_differences(water_hf):
 @pytest.mark.slow
 def test_field_derivatives_vs_finite_differences(water_hf):
     params, solve, _ = water_hf
-
-    def outputs(p):
-        st = solve(p)
-        return jnp.concatenate([jnp.stack([st.homo, st.lumo]), st.dipole_au])
+    outputs = _frontier_and_dipole(solve)
 
     jac = jax.jacfwd(_of_leaf(outputs, params, "field"))(params.field)  # forward mode: [5, 3]
     fd = _fd(outputs, params, lambda p: p.field, 2, 1e-4)
