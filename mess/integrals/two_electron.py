@@ -9,7 +9,11 @@ Integrals (McMurchie & Davidson 1978; Helgaker, Jorgensen & Olsen 2000, eq. 9.9.
 Only the symmetry-unique shell quartets are computed (8-fold permutational
 symmetry: (ab|cd) = (ba|cd) = (ab|dc) = (cd|ab) = ...), and quartets whose Schwarz
 bound sqrt((ab|ab)) sqrt((cd|cd)) falls below a threshold are skipped (Haser &
-Ahlrichs 1989, J. Comput. Chem. 10, 104). The integrals are stored per quartet
+Ahlrichs 1989, J. Comput. Chem. 10, 104). Quartets of one angular-momentum class are
+further split by the primitive counts of their four shells, so a quartet of
+uncontracted shells never pays for the contraction length of a core shell (the cost
+of a quartet is proportional to Ka Kb Kc Kd); sub-classes too small to repay a
+separately compiled kernel are merged back (:func:`split_by_primitives`). The integrals are stored per quartet
 class as dense blocks [nquartet, da, db, dc, dd] (about N^4 / 8 numbers in all, never
 the full N^4 tensor), and Coulomb and exchange matrices are built directly from the
 blocks by gathering density blocks and scatter-adding the results.
@@ -34,6 +38,10 @@ from mess.basis.shells import Basis, cart_to_sph, ncart, nsph
 from mess.integrals.hermite import hermite_e_pair, hermite_indices, hermite_r, nherm
 from mess.integrals.one_electron import unique_pairs
 from mess.integrals.pairs import chunk_size, kmax_by_l, shell_data
+
+#: Work (primitive quartets times Hermite terms) that a separately compiled
+#: sub-class must save to be kept apart; about one second of compile time.
+SPLIT_WORK = 3e7
 
 #: Default Schwarz screening threshold on |(ab|cd)| bounds (PySCF's direct_scf_tol is 1e-13).
 SCHWARZ_THRESHOLD = 1e-14
@@ -99,11 +107,13 @@ class QuartetClass:
     """Unique shell quartets of one angular-momentum class (host data).
 
     ``rows`` are group-local shell rows (index into :func:`shell_data` arrays) of the
-    four shells, ``shells`` their global shell indices, and ``scale`` the degeneracy
+    four shells, ``shells`` their global shell indices, ``ks`` the number of primitives
+    the kernel evaluates per shell, and ``scale`` the degeneracy
     weight 0.5^([a==b] + [c==d] + [ab==cd]) used by :func:`get_jk`.
     """
 
     ls: tuple[int, int, int, int]
+    ks: tuple[int, int, int, int]  # primitives per shell (padded to the class's largest)
     rows: np.ndarray  # [4, nq]
     shells: np.ndarray  # [4, nq]
     scale: np.ndarray  # [nq]
@@ -135,8 +145,59 @@ class EriPlan:
 
 
 def _pair_list(basis: Basis):
-    """All unique shell pairs: list of (la, lb, rows_a, rows_b, shells_a, shells_b)."""
-    return list(unique_pairs(basis))
+    """All unique shell pairs: list of (la, lb, rows_a, rows_b, shells_a, shells_b).
+
+    Within a class with la == lb the shell with more primitives comes first, so the
+    primitive-count signatures of quartets take fewer distinct values."""
+    nprim = np.asarray(basis.shell_nprim)
+    out = []
+    for la, lb, ia, ib, sa, sb in unique_pairs(basis):
+        if la == lb:
+            swap = nprim[sa] < nprim[sb]
+            ia, ib = np.where(swap, ib, ia), np.where(swap, ia, ib)
+            sa, sb = np.where(swap, sb, sa), np.where(swap, sa, sb)
+        out.append((la, lb, ia, ib, sa, sb))
+    return out
+
+
+def _work_per_primitive(ls: tuple[int, int, int, int]) -> int:
+    """Kernel work per primitive quartet of a class (Hermite R terms and contractions)."""
+    nab, ncd = nherm(ls[0] + ls[1]), nherm(ls[2] + ls[3])
+    return nherm(sum(ls)) + nab * ncd
+
+
+def split_by_primitives(ls: tuple[int, int, int, int], sigs: np.ndarray,
+                        split_work: float | None = None) -> list[tuple[tuple[int, ...], np.ndarray]]:
+    """Group the quartets of one class by primitive counts ``sigs`` [nq, 4].
+
+    Starts from one group per distinct signature and greedily merges the two groups
+    whose union (padded to the element-wise largest counts) adds the least work,
+    while that extra work is below ``split_work`` (the work a separate kernel must
+    save to repay its compilation). Returns (padded counts, quartet indices) pairs."""
+    split_work = SPLIT_WORK if split_work is None else split_work
+    uniq, inverse = np.unique(sigs, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    groups = [(tuple(int(k) for k in u), np.nonzero(inverse == i)[0]) for i, u in enumerate(uniq)]
+    unit = _work_per_primitive(ls)
+
+    def work(ks, n):
+        return float(n) * float(np.prod(ks)) * unit
+
+    while len(groups) > 1:
+        best = None
+        for i in range(len(groups)):
+            for j in range(i):
+                (ki, qi), (kj, qj) = groups[i], groups[j]
+                km = tuple(max(x, y) for x, y in zip(ki, kj))
+                extra = work(km, qi.size + qj.size) - work(ki, qi.size) - work(kj, qj.size)
+                if best is None or extra < best[0]:
+                    best = (extra, i, j, km)
+        extra, i, j, km = best
+        if extra >= split_work:
+            break
+        merged = (km, np.sort(np.concatenate([groups[i][1], groups[j][1]])))
+        groups = [g for k, g in enumerate(groups) if k not in (i, j)] + [merged]
+    return groups
 
 
 def schwarz_bounds(basis: Basis, positions: Array) -> list[np.ndarray]:
@@ -153,8 +214,10 @@ def schwarz_bounds(basis: Basis, positions: Array) -> list[np.ndarray]:
             out.append(q[src[sa], src[sb]])
         return out
     data = shell_data(basis, positions)
+    kmax = kmax_by_l(basis)
     for la, lb, ia, ib, _, _ in _pair_list(basis):
-        blocks = _eval_class(basis, data, (la, lb, la, lb), np.stack([ia, ib, ia, ib]))
+        ks = (kmax[la], kmax[lb], kmax[la], kmax[lb])
+        blocks = _eval_class(basis, data, (la, lb, la, lb), ks, np.stack([ia, ib, ia, ib]))
         diag = np.asarray(jnp.max(jnp.abs(blocks.reshape(blocks.shape[0], -1)), axis=1))
         out.append(np.sqrt(diag))
     return out
@@ -189,6 +252,7 @@ def make_eri_plan(basis: Basis, positions: Array, threshold: float = SCHWARZ_THR
     ``threshold = 0`` keeps every quartet (a plan valid for any geometry)."""
     pairs = _pair_list(basis)
     bounds = schwarz_bounds(basis, positions) if threshold > 0 else [np.ones(len(p[2])) for p in pairs]
+    nprim = np.asarray(basis.shell_nprim)
     classes = []
     for u, (la, lb, ia, ib, sa, sb) in enumerate(pairs):
         for v in range(u + 1):
@@ -202,28 +266,37 @@ def make_eri_plan(basis: Basis, positions: Array, threshold: float = SCHWARZ_THR
             P, Q = P[keep], Q[keep]
             if P.size == 0:
                 continue
+            if u == v:  # (ab|cd) = (cd|ab): put the pair with more primitives first
+                kp = nprim[sa[P]] * 64 + nprim[sb[P]]
+                kq = nprim[sc[Q]] * 64 + nprim[sd[Q]]
+                swap = kp < kq
+                P, Q = np.where(swap, Q, P), np.where(swap, P, Q)
             shells = np.stack([sa[P], sb[P], sc[Q], sd[Q]])
+            rows = np.stack([ia[P], ib[P], ic[Q], id_[Q]])
             nsame = (shells[0] == shells[1]).astype(int) + (shells[2] == shells[3]) + ((u == v) & (P == Q))
-            classes.append(QuartetClass(ls=(la, lb, lc, ld), rows=np.stack([ia[P], ib[P], ic[Q], id_[Q]]),
-                                        shells=shells, scale=0.5 ** nsame))
+            ls = (la, lb, lc, ld)
+            for ks, q in split_by_primitives(ls, nprim[shells].T):
+                classes.append(QuartetClass(ls=ls, ks=ks, rows=rows[:, q], shells=shells[:, q],
+                                            scale=0.5 ** nsame[q]))
     return EriPlan(classes=tuple(classes), ao_offsets=basis.ao_offsets, nao=basis.nao,
                    cart=basis.cart, threshold=float(threshold))
 
 
-def class_chunk(basis: Basis, ls: tuple[int, int, int, int]) -> int:
+def class_chunk(ls: tuple[int, int, int, int], ks: tuple[int, int, int, int]) -> int:
     """Chunk length for a quartet class: bounded working memory per chunk."""
-    kmax = kmax_by_l(basis)
-    kab = kmax[ls[0]] * kmax[ls[1]]
-    kcd = kmax[ls[2]] * kmax[ls[3]]
+    kab = ks[0] * ks[1]
+    kcd = ks[2] * ks[3]
     nab, ncd = nherm(ls[0] + ls[1]), nherm(ls[2] + ls[3])
     work = kab * kcd * (nherm(sum(ls)) + nab * ncd) + kab * nab * ncart(ls[2]) * ncart(ls[3])
     return chunk_size(work)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _class_program(ls: tuple[int, int, int, int], cart: bool, chunk: int, data, rows) -> Array:
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _class_program(ls: tuple[int, int, int, int], ks: tuple[int, int, int, int], cart: bool, chunk: int,
+                   data, rows) -> Array:
     """All quartets of one class: ``rows`` [4, nq] (nq a multiple of ``chunk``) index the
-    per-l shell data; chunks run sequentially (``lax.map``) to bound memory."""
+    per-l shell data, of which the first ``ks`` primitives are used; chunks run
+    sequentially (``lax.map``) to bound memory."""
     nq = rows.shape[1]
     rows = rows.reshape(4, nq // chunk, chunk).transpose(1, 0, 2)
 
@@ -231,27 +304,27 @@ def _class_program(ls: tuple[int, int, int, int], cart: bool, chunk: int, data, 
         args = []
         for k in range(4):
             e, c, x = data[k]
-            args += [e[r[k]], c[r[k]], x[r[k]]]
+            args += [e[r[k], :ks[k]], c[r[k], :ks[k]], x[r[k]]]
         return _quartet_kernel(ls, cart, *args)
 
     out = jax.lax.map(one_chunk, rows)
     return out.reshape((nq,) + out.shape[2:])
 
 
-def _eval_class(basis: Basis, data, ls, rows) -> Array:
-    chunk = class_chunk(basis, tuple(ls))
+def _eval_class(basis: Basis, data, ls, ks, rows) -> Array:
+    chunk = class_chunk(tuple(ls), tuple(ks))
     nq = rows.shape[1]
     pad = (-nq) % chunk
     if pad:
         rows = np.concatenate([rows, np.zeros((4, pad), dtype=rows.dtype)], axis=1)
-    out = _class_program(tuple(ls), basis.cart, chunk, tuple(data[l] for l in ls), rows)
+    out = _class_program(tuple(ls), tuple(ks), basis.cart, chunk, tuple(data[l] for l in ls), rows)
     return out[:nq] if pad else out
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
 def _eri_blocks(plan: EriPlan, basis: Basis, positions):
     data = shell_data(basis, positions)
-    return [_eval_class(basis, data, c.ls, c.rows) for c in plan.classes]
+    return [_eval_class(basis, data, c.ls, c.ks, c.rows) for c in plan.classes]
 
 
 def eri_blocks(plan: EriPlan, basis: Basis, positions: Float[Array, "natom 3"]) -> list[Array]:
