@@ -29,3 +29,11 @@ def _bounded_memory_maps():
     from mess.config import release_compiled_programs_if_needed
 
     release_compiled_programs_if_needed()
+
+
+def pytest_make_parametrize_id(config, val, argname):
+    """Name an xyz-text parameter by its comment line (``water``), not its full text."""
+    if isinstance(val, str) and "\n" in val:
+        lines = val.splitlines()
+        return lines[1].strip().replace(" ", "_") if len(lines) > 1 and lines[1].strip() else None
+    return None
