@@ -217,7 +217,7 @@ def schwarz_bounds(basis: Basis, positions: Array) -> list[np.ndarray]:
     kmax = kmax_by_l(basis)
     for la, lb, ia, ib, _, _ in _pair_list(basis):
         ks = (kmax[la], kmax[lb], kmax[la], kmax[lb])
-        blocks = _eval_class(basis, data, (la, lb, la, lb), ks, np.stack([ia, ib, ia, ib]))
+        blocks = _eval_class(basis.cart, data, (la, lb, la, lb), ks, np.stack([ia, ib, ia, ib]))
         diag = np.asarray(jnp.max(jnp.abs(blocks.reshape(blocks.shape[0], -1)), axis=1))
         out.append(np.sqrt(diag))
     return out
@@ -311,27 +311,53 @@ def _class_program(ls: tuple[int, int, int, int], ks: tuple[int, int, int, int],
     return out.reshape((nq,) + out.shape[2:])
 
 
-def _eval_class(basis: Basis, data, ls, ks, rows) -> Array:
+def size_bucket(n: int) -> int:
+    """A padded size >= n taking few distinct values, so compiled kernels are shared
+    by molecules: the next power of two up to 8, then m 2^k with m in 4..8 (at most
+    25% padding)."""
+    if n <= 8:
+        return 1 << max(0, (n - 1).bit_length())
+    k = n.bit_length() - 3
+    return -(-n // (1 << k)) << k
+
+
+def _bucketed_data(data, l: int, k: int):
+    """Shell data of angular momentum l cut to k primitives, with rows padded to a
+    power of two, at least 16 (padding shells have exponent 1, coefficient 0 and
+    centre 0 and are never referenced; the arrays are small, the padding is free)."""
+    e, c, x = data[l]
+    e, c = e[:, :k], c[:, :k]
+    n = e.shape[0]
+    pad = max(16, 1 << (n - 1).bit_length()) - n
+    if pad:
+        e = jnp.concatenate([e, jnp.ones((pad, k), e.dtype)])
+        c = jnp.concatenate([c, jnp.zeros((pad, k), c.dtype)])
+        x = jnp.concatenate([x, jnp.zeros((pad, 3), x.dtype)])
+    return e, c, x
+
+
+def _eval_class(cart: bool, data, ls, ks, rows) -> Array:
+    """One class's blocks. The compiled kernel's shapes depend only on the class, the
+    bucketed shell counts and the bucketed number of chunks, so one compilation serves
+    many molecules (and, called eagerly, its derivative programs too)."""
     chunk = class_chunk(tuple(ls), tuple(ks))
     nq = rows.shape[1]
-    pad = (-nq) % chunk
+    pad = size_bucket(-(-nq // chunk)) * chunk - nq
     if pad:
         rows = np.concatenate([rows, np.zeros((4, pad), dtype=rows.dtype)], axis=1)
-    out = _class_program(tuple(ls), tuple(ks), basis.cart, chunk, tuple(data[l] for l in ls), rows)
+    args = tuple(_bucketed_data(data, l, k) for l, k in zip(ls, ks))
+    out = _class_program(tuple(ls), tuple(ks), cart, chunk, args, rows)
     return out[:nq] if pad else out
-
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def _eri_blocks(plan: EriPlan, basis: Basis, positions):
-    data = shell_data(basis, positions)
-    return [_eval_class(basis, data, c.ls, c.ks, c.rows) for c in plan.classes]
 
 
 def eri_blocks(plan: EriPlan, basis: Basis, positions: Float[Array, "natom 3"]) -> list[Array]:
     """ERI blocks of every class in ``plan``, each [nq, da, db, dc, dd] (Hartree).
 
-    One compiled program per plan (the plan is static); a new geometry reuses it."""
-    return _eri_blocks(plan, basis, positions)
+    Each class runs as its own compiled kernel, whose shapes are bucketed so that
+    other geometries and other molecules reuse it; under ``jax.jit`` the kernels
+    are traced into the caller's program."""
+    data = shell_data(basis, positions)
+    return [_eval_class(basis.cart, data, c.ls, c.ks, c.rows) for c in plan.classes]
 
 
 def _ao_index(plan: EriPlan, shells: np.ndarray, l: int) -> np.ndarray:
