@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -155,9 +154,12 @@ def one_electron_cart(basis: Basis, positions: Float[Array, "natom 3"], charges:
     return {"overlap": out[0], "kinetic": out[1], "nuclear": out[2], "dipole": out[3:]}
 
 
-@eqx.filter_jit
 def one_electron(basis: Basis, positions: Float[Array, "natom 3"], charges: Array) -> dict[str, Array]:
-    """Overlap, kinetic, nuclear attraction [nao, nao] and dipole [3, nao, nao] in the AO basis."""
+    """Overlap, kinetic, nuclear attraction [nao, nao] and dipole [3, nao, nao] in the AO basis.
+
+    Not jitted as a whole: called eagerly, each pair class runs through its chunk
+    kernel, whose compiled program serves every molecule; under ``jax.jit`` it is
+    traced into the caller's program."""
     cart = one_electron_cart(basis, positions, charges)
     return {k: to_ao(basis, v) for k, v in cart.items()}
 
