@@ -12,7 +12,8 @@ import pytest
 from mess.basis import make_basis
 from mess.integrals.boys import boys
 from mess.integrals.one_electron import nuclear_repulsion, one_electron
-from mess.integrals.two_electron import eri_blocks, eri_tensor, get_jk, make_eri_plan
+from mess.integrals.two_electron import (BlockJK, degeneracy_scale, eri_blocks, eri_tensor, get_jk,
+                                         make_eri_plan, split_by_primitives)
 from mess.structure import Molecule
 
 from molecules import BENZENE, H2S, HYDROGEN_FLUORIDE, WATER
@@ -111,6 +112,45 @@ def test_schwarz_screening_drops_only_negligible_quartets():
     ref = np.asarray(eri_tensor(full_plan, eri_blocks(full_plan, b, m.positions)))
     got = np.asarray(eri_tensor(plan, eri_blocks(plan, b, m.positions)))
     assert np.abs(got - ref).max() < 1e-8
+
+
+def test_split_by_primitives_partitions_each_class():
+    """Every quartet lands in exactly one sub-class, whose padded primitive counts cover
+    its own; no merging keeps one sub-class per signature, unbounded merging one in all."""
+    rng = np.random.default_rng(0)
+    sigs = rng.choice([1, 3, 6], size=(500, 4))
+    ls = (1, 0, 1, 0)
+    n_sigs = len(np.unique(sigs, axis=0))
+    for split_work, expect in [(0.0, n_sigs), (np.inf, 1), (None, None)]:
+        groups = split_by_primitives(ls, sigs, split_work)
+        members = np.sort(np.concatenate([q for _, q in groups]))
+        np.testing.assert_array_equal(members, np.arange(len(sigs)))
+        for ks, q in groups:
+            assert np.all(sigs[q] <= np.asarray(ks)) and np.all(sigs[q].max(axis=0) == np.asarray(ks))
+        if expect is not None:
+            assert len(groups) == expect
+
+
+def test_jk_takes_quartet_indices_as_arguments():
+    """The degeneracy weights computed from the shell indices are the plan's, and the
+    J/K program keeps no per-quartet table as a constant (only the per-shell AO offsets),
+    so its size does not grow with the number of quartets."""
+    m = Molecule.from_xyz(WATER)
+    b = make_basis(m, "6-31g")
+    plan = make_eri_plan(b, m.positions)
+    for cls, shells in zip(plan.classes, plan.shell_indices):
+        np.testing.assert_array_equal(np.asarray(degeneracy_scale(shells)), cls.scale)
+
+    def consts(closed):
+        out = list(closed.consts)
+        for eqn in closed.jaxpr.eqns:
+            out += [c for p in eqn.params.values() if hasattr(p, "consts") and hasattr(p, "jaxpr")
+                    for c in consts(p)]
+        return out
+
+    jk = BlockJK(plan, eri_blocks(plan, b, m.positions))
+    found = consts(jax.make_jaxpr(lambda f, d: f(d))(jk, jnp.eye(b.nao)))
+    assert sum(np.size(c) for c in found) <= len(plan.ao_offsets)
 
 
 def _energy_like(basis, plan, charges, dm):

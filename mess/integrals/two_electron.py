@@ -143,6 +143,16 @@ class EriPlan:
         sz = (lambda l: ncart(l)) if self.cart else nsph
         return sum(c.size * int(np.prod([sz(l) for l in c.ls])) for c in self.classes)
 
+    @functools.cached_property
+    def shell_indices(self) -> tuple[Array, ...]:
+        """Global shell indices [4, nq] (int32) of every class, as device arrays.
+
+        Made once per plan, outside any trace, and handed to :func:`get_jk` as
+        arguments, so compiled J/K programs never capture per-quartet index tables
+        (which grow as N^4) as constants."""
+        with jax.ensure_compile_time_eval():
+            return tuple(jnp.asarray(c.shells, dtype=jnp.int32) for c in self.classes)
+
 
 def _pair_list(basis: Basis):
     """All unique shell pairs: list of (la, lb, rows_a, rows_b, shells_a, shells_b).
@@ -365,20 +375,39 @@ def _ao_index(plan: EriPlan, shells: np.ndarray, l: int) -> np.ndarray:
     return plan.ao_offsets[shells][:, None] + np.arange(size)
 
 
+def _ao_index_traced(offsets: Array, shells: Array, size: int) -> Array:
+    """AO indices [nq, size] of the functions of shells ``shells`` [nq]."""
+    return offsets[shells][:, None] + jnp.arange(size, dtype=shells.dtype)
+
+
+def degeneracy_scale(shells: Array) -> Array:
+    """Weight 0.5^([a==b] + [c==d] + [ab==cd]) of unique quartets ``shells`` [4, nq]
+    (a quartet standing for 8, 4, 2 or 1 permutations of the full tensor)."""
+    a, b, c, d = shells
+    n = (a == b).astype(jnp.int32) + (c == d) + ((a == c) & (b == d))
+    one = jnp.ones((), jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32)
+    return jnp.ldexp(one, -n)  # exact powers of two
+
+
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=("with_j", "with_k"))
 def get_jk(plan: EriPlan, blocks: list[Array], dm: Float[Array, "... nao nao"],
-           with_j: bool = True, with_k: bool = True) -> tuple[Array, Array]:
+           with_j: bool = True, with_k: bool = True,
+           shells: tuple[Array, ...] | None = None) -> tuple[Array, Array]:
     """Coulomb J_{mn} = sum_{ls} (mn|ls) D_{ls} and exchange K_{mn} = sum_{ls} (ml|ns) D_{ls}.
 
     ``dm`` holds one or more symmetric density matrices [..., nao, nao]; J and K have
     the same shape. Each unique block contributes through all eight permutations,
-    weighted by its degeneracy scale, and J = J' + J'^T, K = K' + K'^T.
+    weighted by its degeneracy scale, and J = J' + J'^T, K = K' + K'^T. ``shells``
+    are the classes' shell indices (default ``plan.shell_indices``).
     """
+    shells = plan.shell_indices if shells is None else shells
+    offsets = jnp.asarray(plan.ao_offsets, dtype=jnp.int32)
+    size = ncart if plan.cart else nsph
     jp = jnp.zeros_like(dm)
     kp = jnp.zeros_like(dm)
-    for cls, blk in zip(plan.classes, blocks):
-        ia, ib, ic, id_ = (_ao_index(plan, cls.shells[k], cls.ls[k]) for k in range(4))
-        scale = jnp.asarray(cls.scale, dm.dtype)[:, None, None]
+    for cls, blk, sh in zip(plan.classes, blocks, shells):
+        ia, ib, ic, id_ = (_ao_index_traced(offsets, sh[k], size(cls.ls[k])) for k in range(4))
+        scale = degeneracy_scale(sh).astype(dm.dtype)[:, None, None]
 
         def dblock(x, y):  # density blocks [..., nq, dx, dy], scaled by the degeneracy weight
             return dm[..., x[:, :, None], y[:, None, :]] * scale
@@ -419,12 +448,18 @@ def eri_tensor(plan: EriPlan, blocks: list[Array]) -> Float[Array, "nao nao nao 
 class BlockJK(eqx.Module):
     """J/K builder over stored ERI blocks: ``jk(dm) -> (J, K)`` (see :func:`get_jk`).
 
-    The plan is static (host data), the blocks are traced leaves, so a jitted SCF
-    compiled for one geometry serves another geometry with the same plan."""
+    The plan is static (host data); the blocks and the quartets' shell indices are
+    array leaves, so a jitted SCF compiled for one geometry serves another geometry
+    with the same plan, and no index table is compiled in as a constant."""
 
     plan: EriPlan = eqx.field(static=True)
     blocks: list[Array]
     with_k: bool = eqx.field(static=True, default=True)
+    shells: tuple[Array, ...] | None = None
+
+    def __post_init__(self):
+        if self.shells is None:
+            object.__setattr__(self, "shells", self.plan.shell_indices)
 
     def __call__(self, dm):
         return _block_jk(self, dm)
@@ -432,4 +467,4 @@ class BlockJK(eqx.Module):
 
 @eqx.filter_jit
 def _block_jk(jk: BlockJK, dm):
-    return get_jk(jk.plan, jk.blocks, dm, with_k=jk.with_k)
+    return get_jk(jk.plan, jk.blocks, dm, with_k=jk.with_k, shells=jk.shells)
