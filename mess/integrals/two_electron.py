@@ -306,7 +306,9 @@ def _class_program(ls: tuple[int, int, int, int], ks: tuple[int, int, int, int],
                    data, rows) -> Array:
     """All quartets of one class: ``rows`` [4, nq] (nq a multiple of ``chunk``) index the
     per-l shell data, of which the first ``ks`` primitives are used; chunks run
-    sequentially (``lax.map``) to bound memory."""
+    sequentially (``lax.map``) to bound memory. Each chunk is rematerialised
+    (``jax.checkpoint``) when differentiated, so a pullback stores only the chunks'
+    row indices, not every primitive quartet's Hermite intermediates."""
     nq = rows.shape[1]
     rows = rows.reshape(4, nq // chunk, chunk).transpose(1, 0, 2)
 
@@ -317,7 +319,7 @@ def _class_program(ls: tuple[int, int, int, int], ks: tuple[int, int, int, int],
             args += [e[r[k], :ks[k]], c[r[k], :ks[k]], x[r[k]]]
         return _quartet_kernel(ls, cart, *args)
 
-    out = jax.lax.map(one_chunk, rows)
+    out = jax.lax.map(jax.checkpoint(one_chunk), rows)
     return out.reshape((nq,) + out.shape[2:])
 
 
