@@ -227,7 +227,7 @@ def schwarz_bounds(basis: Basis, positions: Array) -> list[np.ndarray]:
     kmax = kmax_by_l(basis)
     for la, lb, ia, ib, _, _ in _pair_list(basis):
         ks = (kmax[la], kmax[lb], kmax[la], kmax[lb])
-        blocks = _eval_class(basis.cart, data, (la, lb, la, lb), ks, np.stack([ia, ib, ia, ib]))
+        blocks = class_blocks(basis.cart, data, (la, lb, la, lb), ks, np.stack([ia, ib, ia, ib]))
         diag = np.asarray(jnp.max(jnp.abs(blocks.reshape(blocks.shape[0], -1)), axis=1))
         out.append(np.sqrt(diag))
     return out
@@ -348,10 +348,14 @@ def _bucketed_data(data, l: int, k: int):
     return e, c, x
 
 
-def _eval_class(cart: bool, data, ls, ks, rows) -> Array:
-    """One class's blocks. The compiled kernel's shapes depend only on the class, the
-    bucketed shell counts and the bucketed number of chunks, so one compilation serves
-    many molecules (and, called eagerly, its derivative programs too)."""
+def class_blocks(cart: bool, data, ls, ks, rows) -> Array:
+    """ERI blocks [nq, da, db, dc, dd] (Hartree) of one quartet class.
+
+    ``data`` is :func:`mess.integrals.pairs.shell_data`; ``ls``/``ks`` the class's
+    angular momenta and primitive counts; ``rows`` [4, nq] its shells' rows in
+    ``data``. The compiled kernel's shapes depend only on the class, the bucketed
+    shell counts and the bucketed number of chunks, so one compilation serves many
+    molecules (and, called eagerly, its derivative programs too)."""
     chunk = class_chunk(tuple(ls), tuple(ks))
     nq = rows.shape[1]
     pad = size_bucket(-(-nq // chunk)) * chunk - nq
@@ -369,15 +373,10 @@ def eri_blocks(plan: EriPlan, basis: Basis, positions: Float[Array, "natom 3"]) 
     other geometries and other molecules reuse it; under ``jax.jit`` the kernels
     are traced into the caller's program."""
     data = shell_data(basis, positions)
-    return [_eval_class(basis.cart, data, c.ls, c.ks, c.rows) for c in plan.classes]
+    return [class_blocks(basis.cart, data, c.ls, c.ks, c.rows) for c in plan.classes]
 
 
-def _ao_index(plan: EriPlan, shells: np.ndarray, l: int) -> np.ndarray:
-    size = ncart(l) if plan.cart else nsph(l)
-    return plan.ao_offsets[shells][:, None] + np.arange(size)
-
-
-def _ao_index_traced(offsets: Array, shells: Array, size: int) -> Array:
+def ao_indices(offsets: Array, shells: Array, size: int) -> Array:
     """AO indices [nq, size] of the functions of shells ``shells`` [nq]."""
     return offsets[shells][:, None] + jnp.arange(size, dtype=shells.dtype)
 
@@ -408,7 +407,7 @@ def get_jk(plan: EriPlan, blocks: list[Array], dm: Float[Array, "... nao nao"],
     jp = jnp.zeros_like(dm)
     kp = jnp.zeros_like(dm)
     for cls, blk, sh in zip(plan.classes, blocks, shells):
-        ia, ib, ic, id_ = (_ao_index_traced(offsets, sh[k], size(cls.ls[k])) for k in range(4))
+        ia, ib, ic, id_ = (ao_indices(offsets, sh[k], size(cls.ls[k])) for k in range(4))
         scale = degeneracy_scale(sh).astype(dm.dtype)[:, None, None]
 
         def dblock(x, y):  # density blocks [..., nq, dx, dy], scaled by the degeneracy weight
@@ -435,8 +434,10 @@ def eri_tensor(plan: EriPlan, blocks: list[Array]) -> Float[Array, "nao nao nao 
     """The full [nao]^4 ERI tensor from the unique blocks (for tests and small systems)."""
     n = plan.nao
     out = jnp.zeros((n, n, n, n), dtype=blocks[0].dtype if blocks else jnp.float64)
-    for cls, blk in zip(plan.classes, blocks):
-        ia, ib, ic, id_ = (_ao_index(plan, cls.shells[k], cls.ls[k]) for k in range(4))
+    offsets = jnp.asarray(plan.ao_offsets, dtype=jnp.int32)
+    size = ncart if plan.cart else nsph
+    for cls, blk, sh in zip(plan.classes, blocks, plan.shell_indices):
+        ia, ib, ic, id_ = (ao_indices(offsets, sh[k], size(cls.ls[k])) for k in range(4))
         for (w, x, y, z), perm in [((ia, ib, ic, id_), (0, 1, 2, 3)), ((ib, ia, ic, id_), (1, 0, 2, 3)),
                                    ((ia, ib, id_, ic), (0, 1, 3, 2)), ((ib, ia, id_, ic), (1, 0, 3, 2)),
                                    ((ic, id_, ia, ib), (2, 3, 0, 1)), ((id_, ic, ia, ib), (3, 2, 0, 1)),
