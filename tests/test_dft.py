@@ -48,6 +48,11 @@ BROAD_MOLECULES = [WATER, AMMONIA, METHANE, H2S, CH3CL, ETHANOL, GLYCINE, BENZEN
                    O2_TRIPLET, CH3_RADICAL, NH2_RADICAL, HYDROXIDE, AMMONIUM, HYDRONIUM]
 BROAD = [(x, "6-31g", xc) for x in BROAD_MOLECULES for xc in ("lda,vwn", "pbe", "b3lyp", "b3lyp5", "pbe0")]
 BROAD += [(x, b, xc) for x in BROAD_MOLECULES for b in ("sto-3g", "6-31g*", "def2-svp") for xc in ("b3lyp", "pbe")]
+# the remaining functionals in the other bases, for the molecules of up to four heavy atoms
+SMALL_MOLECULES = [WATER, AMMONIA, METHANE, H2S, CH3CL, O2_TRIPLET, CH3_RADICAL, NH2_RADICAL, HYDROXIDE,
+                   AMMONIUM, HYDRONIUM]
+BROAD += [(x, b, xc) for x in SMALL_MOLECULES for b in ("sto-3g", "6-31g*", "def2-svp")
+          for xc in ("lda,vwn", "b3lyp5", "pbe0")]
 BROAD += [(ASPIRIN, "6-31g", "b3lyp"), (CAFFEINE, "sto-3g", "b3lyp"), (CAFFEINE, "def2-svp", "b3lyp")]
 
 
