@@ -53,6 +53,8 @@ SMALL_MOLECULES = [WATER, AMMONIA, METHANE, H2S, CH3CL, O2_TRIPLET, CH3_RADICAL,
                    AMMONIUM, HYDRONIUM]
 BROAD += [(x, b, xc) for x in SMALL_MOLECULES for b in ("sto-3g", "6-31g*", "def2-svp")
           for xc in ("lda,vwn", "b3lyp5", "pbe0")]
+BROAD += [(x, b, xc) for x in (ETHANOL, GLYCINE, BENZENE, URACIL) for b in ("sto-3g", "6-31g*", "def2-svp")
+          for xc in ("lda,vwn", "b3lyp5", "pbe0")]
 BROAD += [(ASPIRIN, "6-31g", "b3lyp"), (CAFFEINE, "sto-3g", "b3lyp"), (CAFFEINE, "def2-svp", "b3lyp")]
 
 
