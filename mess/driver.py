@@ -173,19 +173,26 @@ def _run_scf(overlap, hcore, e_nuc, nelec, veff_fn, dm0, restricted, options):
     return scf(overlap, hcore, e_nuc, nelec, veff_fn, dm0, restricted=restricted, options=options)
 
 
-def integrals(setup: Setup, positions: Float[Array, "natom 3"]) -> dict[str, Any]:
-    """All integrals for ``setup`` at ``positions`` (Bohr): one-electron matrices,
-    nuclear repulsion and the ERI J/K builder."""
+def one_electron_parts(setup: Setup, positions: Float[Array, "natom 3"]) -> dict[str, Array]:
+    """One-electron matrices at ``positions`` (Bohr): ``overlap``, ``hcore`` (kinetic +
+    nuclear attraction, Hartree), ``dipole`` (AO dipole integrals, Bohr) and ``e_nuc``
+    (nuclear repulsion, Hartree)."""
     charges = jnp.asarray(setup.molecule.numbers, dtype=positions.dtype)
     one = one_electron(setup.basis, positions, charges)
-    blocks = eri_blocks(setup.eri_plan, setup.basis, positions)
     return {
         "overlap": one["overlap"],
         "hcore": one["kinetic"] + one["nuclear"],
         "dipole": one["dipole"],
         "e_nuc": nuclear_repulsion(positions, charges),
-        "jk": BlockJK(setup.eri_plan, blocks, with_k=setup.functional.hyb != 0),
     }
+
+
+def integrals(setup: Setup, positions: Float[Array, "natom 3"]) -> dict[str, Any]:
+    """All integrals for ``setup`` at ``positions`` (Bohr): one-electron matrices,
+    nuclear repulsion and the ERI J/K builder."""
+    blocks = eri_blocks(setup.eri_plan, setup.basis, positions)
+    return {**one_electron_parts(setup, positions),
+            "jk": BlockJK(setup.eri_plan, blocks, with_k=setup.functional.hyb != 0)}
 
 
 def make_veff(setup: Setup, ints: dict, positions: Array):

@@ -42,13 +42,13 @@ from mess.driver import (
     integrals,
     make_result,
     make_veff,
+    one_electron_parts,
     prepare_from_options,
     require_float64,
     run_scf,
     solve,
 )
 from mess.config import release_compiled_programs_if_needed
-from mess.integrals.one_electron import nuclear_repulsion, one_electron
 from mess.integrals.pairs import shell_data
 from mess.integrals.two_electron import BlockJK, class_blocks
 from mess.structure import Molecule
@@ -166,9 +166,8 @@ def _setup_and_scf(molecule: Molecule, basis: str, xc: str, cart: bool, options:
 
 def _one_electron_parts(setup: Setup, positions: Array):
     """Overlap, core Hamiltonian (Hartree) and nuclear repulsion (Hartree) at ``positions``."""
-    charges = jnp.asarray(setup.molecule.numbers, dtype=positions.dtype)
-    one = one_electron(setup.basis, positions, charges)
-    return one["overlap"], one["kinetic"] + one["nuclear"], nuclear_repulsion(positions, charges)
+    one = one_electron_parts(setup, positions)
+    return one["overlap"], one["hcore"], one["e_nuc"]
 
 
 def _integral_pullbacks(setup: Setup, positions: Array):

@@ -1,10 +1,12 @@
 """Test configuration.
 
 * Every test runs in float64 (the package itself never flips this flag).
-* The suite is dominated by XLA compilation of many small programs on CPU; the
-  backend's LLVM optimisation level 0 roughly halves compile time and changes no
-  results (IEEE arithmetic is kept; only code-generation passes are skipped). An
-  XLA_FLAGS value set by the caller wins.
+* The default suite is dominated by XLA compilation of many small programs on CPU;
+  the backend's LLVM optimisation level 0 roughly halves compile time and changes
+  no results (IEEE arithmetic is kept; only code-generation passes are skipped).
+  The slow cross-checks (``-m slow``) are dominated by running large integral
+  kernels instead, which level 0 makes several times slower, so a run that selects
+  them keeps XLA's default optimisation. An XLA_FLAGS value set by the caller wins.
 * XLA's CPU backend maps memory regions for every compiled program; after each
   test the compiled programs are dropped if the process nears the kernel's limit
   on memory mappings (``mess.config.release_compiled_programs_if_needed``), which
@@ -13,14 +15,25 @@
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
-
-import jax  # noqa: E402
+import jax
 
 jax.config.update("jax_enable_x64", True)
 
 
 import pytest  # noqa: E402
+
+
+def _selects_slow(markexpr: str) -> bool:
+    """Whether a ``-m`` expression selects the slow tests (``slow``, ``slow or ...``)."""
+    words = markexpr.replace("(", " ").replace(")", " ").split()
+    return any(w == "slow" and (i == 0 or words[i - 1] != "not") for i, w in enumerate(words))
+
+
+def pytest_configure(config):
+    # XLA reads XLA_FLAGS when its backend starts, at the first computation, which is
+    # after this hook: nothing at import time touches a device.
+    if "XLA_FLAGS" not in os.environ and not _selects_slow(config.getoption("markexpr") or ""):
+        os.environ["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
 
 
 @pytest.fixture(autouse=True)

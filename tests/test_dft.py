@@ -46,16 +46,13 @@ def test_ks_result_has_xc_component_and_grid_size():
 # They are checked below as fixed points of PySCF's own functional instead.
 BROAD_MOLECULES = [WATER, AMMONIA, METHANE, H2S, CH3CL, ETHANOL, GLYCINE, BENZENE, URACIL,
                    O2_TRIPLET, CH3_RADICAL, NH2_RADICAL, HYDROXIDE, AMMONIUM, HYDRONIUM]
-BROAD = [(x, "6-31g", xc) for x in BROAD_MOLECULES for xc in ("lda,vwn", "pbe", "b3lyp", "b3lyp5", "pbe0")]
-BROAD += [(x, b, xc) for x in BROAD_MOLECULES for b in ("sto-3g", "6-31g*", "def2-svp") for xc in ("b3lyp", "pbe")]
-# the remaining functionals in the other bases, for the molecules of up to four heavy atoms
-SMALL_MOLECULES = [WATER, AMMONIA, METHANE, H2S, CH3CL, O2_TRIPLET, CH3_RADICAL, NH2_RADICAL, HYDROXIDE,
-                   AMMONIUM, HYDRONIUM]
-BROAD += [(x, b, xc) for x in SMALL_MOLECULES for b in ("sto-3g", "6-31g*", "def2-svp")
-          for xc in ("lda,vwn", "b3lyp5", "pbe0")]
-BROAD += [(x, b, xc) for x in (ETHANOL, GLYCINE, BENZENE, URACIL) for b in ("sto-3g", "6-31g*", "def2-svp")
-          for xc in ("lda,vwn", "b3lyp5", "pbe0")]
-BROAD += [(ASPIRIN, "6-31g", "b3lyp"), (CAFFEINE, "sto-3g", "b3lyp"), (CAFFEINE, "def2-svp", "b3lyp")]
+# every functional in every basis; aspirin and caffeine in the bases of the
+# Hartree-Fock checks (tests/test_hf.py)
+FUNCTIONALS = ("lda,vwn", "pbe", "b3lyp", "b3lyp5", "pbe0")
+BROAD = [(x, b, xc) for x in BROAD_MOLECULES for b in ("sto-3g", "6-31g", "6-31g*", "def2-svp")
+         for xc in FUNCTIONALS]
+BROAD += [(x, b, xc) for x, b in ((ASPIRIN, "sto-3g"), (ASPIRIN, "6-31g"), (CAFFEINE, "sto-3g"),
+                                  (CAFFEINE, "def2-svp")) for xc in FUNCTIONALS]
 
 
 @pytest.mark.slow
