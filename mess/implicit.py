@@ -42,10 +42,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from mess.driver import initial_guess, prepare_from_options, require_float64, solve
-from mess.parametric import (DEBYE_PER_AU, EnergyVeff, SCFParams, default_params, dipole_au, energy_functional,
-                             parametric_integrals)
-from mess.scf.eig import eigvalsh_safe
+from mess.engine.calculation import Calculation, SCFParams
+from mess.engine.functional import energy as energy_functional
+from mess.engine.stages import hamiltonian
+from mess.engine.system import Params
+from mess.properties import AU2DEBYE, dipole_au
+from mess.scf.eig import eigvalsh_safe, reorthonormalise
 from mess.scf.newton import rotate, rotation_mask
 from mess.structure import Molecule
 
@@ -75,23 +77,6 @@ class SCFState(eqx.Module):
     dipole: Float[Array, "3"]
     dipole_au: Float[Array, "3"]
     converged: Array
-
-
-def _reorthonormalise(c0: Array, kept: Array, s: Array, s0: Array) -> Array:
-    """``C0 L(S)^-T L(S0)^T`` per channel: columns of ``c0`` orthonormal in metric ``s``
-    (``kept`` masks the linearly independent columns; the others are left zero)."""
-    both = kept[:, None] & kept[None, :]
-    eye = jnp.eye(c0.shape[-1], dtype=c0.dtype)
-
-    def factor(metric, c):
-        a = c.T @ metric @ c
-        return jnp.linalg.cholesky(jnp.where(both, 0.5 * (a + a.T), eye))
-
-    def one(c):
-        x = jax.scipy.linalg.solve_triangular(factor(s, c).T, jax.lax.stop_gradient(factor(s0, c)).T, lower=False)
-        return c @ x
-
-    return jax.vmap(one)(c0)
 
 
 def _cg(matvec: Callable, b: Array, precond: Array, tol: float, maxiter: int) -> Array:
@@ -153,27 +138,29 @@ def scf_function(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", cart
     The SCF itself runs without derivatives (as :func:`mess.run`, MINAO guess); under
     ``jax.jit``/``vmap`` or when differentiating, its Newton fallback is compiled in.
     """
-    require_float64()
-    setup, scf_options, rest = prepare_from_options(molecule, basis, xc, cart, options)
-    guess = rest.get("init_guess", "minao")
-    dm0_fixed = initial_guess(setup, None, "minao") if guess == "minao" else None
-    restricted = setup.restricted
-    fallback_given = "fallback" in options
+    engine = options.pop("engine", None)
+    calc = Calculation(molecule, basis, xc, cart, options, engine, any_geometry=True)
 
     def run_scf(params: SCFParams):
-        ints = parametric_integrals(setup, params)
-        veff = EnergyVeff(ints["jk"], ints["xc"], params.hyb, restricted)
-        dm0 = dm0_fixed if dm0_fixed is not None else initial_guess(setup, ints, guess)
+        prm = calc.params(params)
         traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(params))
-        return solve(setup, ints, veff, dm0, scf_options, fallback_given=fallback_given or traced)
+        if traced:
+            res, _ = calc.scf(prm)
+            return res.mo_coeff, res.mo_occ, res.mo_energy, res.converged
+        _, raw = calc.solve(params=prm)
+        res = raw["res"]
+        return (jnp.asarray(res.mo_coeff[0]), jnp.asarray(res.mo_occ[0]), jnp.asarray(res.mo_energy[0]),
+                jnp.asarray(res.converged[0]))
+
+    outputs = calc.program("implicit", _fixed_point_outputs, float(response_tol), int(response_maxiter))
 
     def state(params: SCFParams) -> SCFState:
-        res = run_scf(jax.lax.stop_gradient(params))
-        return _fixed_point_outputs(setup, params, jax.lax.stop_gradient(res.mo_coeff),
-                                    jax.lax.stop_gradient(res.mo_occ), jax.lax.stop_gradient(res.mo_energy),
-                                    res.converged, float(response_tol), int(response_maxiter))
+        c0, occ, eps0, converged = jax.lax.stop_gradient(run_scf(jax.lax.stop_gradient(params)))
+        st = outputs(calc.system, calc.params(params), c0, occ, eps0, converged)
+        mo_energy = st.mo_energy[..., :calc.nao]
+        return eqx.tree_at(lambda t: (t.mo_energy, t.density), st, (mo_energy, calc.to_pyscf(st.density)))
 
-    return default_params(setup), state
+    return calc.params0(), state
 
 
 class _Reference(eqx.Module):
@@ -189,7 +176,7 @@ class _Reference(eqx.Module):
 
 def _orbitals(ref: _Reference, kappa: Array, overlap: Array) -> Array:
     """``C(kappa; p) = O(p) U(kappa)`` (module docstring)."""
-    c = _reorthonormalise(ref.c0, ref.kept, overlap, ref.s0)
+    c = jax.vmap(lambda c0: reorthonormalise(c0, ref.kept, overlap, ref.s0))(ref.c0)
     return rotate(c, jnp.where(ref.mask, kappa, 0.0))
 
 
@@ -198,39 +185,39 @@ def _density(c: Array, occ: Array, restricted: bool) -> Array:
     return dm[0] if restricted else dm
 
 
-def _brillouin(setup, ref: _Reference, kappa: Array, p: SCFParams, ints: dict | None = None) -> Array:
+def _brillouin(sig, system, ref: _Reference, kappa: Array, p: Params, ham=None) -> Array:
     """Orbital gradient ``dE/dkappa`` on the non-redundant rotations (identity on the
-    others, so that the Jacobian is non-singular). ``ints`` (at ``p``) may be given
-    when only ``kappa`` varies."""
-    if ints is None:
-        ints = parametric_integrals(setup, p)
+    others, so that the Jacobian is non-singular). ``ham`` (the Hamiltonian at ``p``)
+    may be given when only ``kappa`` varies."""
+    if ham is None:
+        ham = hamiltonian(sig, system, p)
 
     def energy(k):
-        return energy_functional(setup, p, _density(_orbitals(ref, k, ints["overlap"]), ref.occ, setup.restricted),
-                                 ints)
+        return energy_functional(ham, _density(_orbitals(ref, k, ham.overlap), ref.occ, sig.restricted))[0]
 
     return jnp.where(ref.mask, jax.grad(energy)(kappa), kappa)
 
 
-def _make_root(setup, response_tol: float, response_maxiter: int):
-    """``kappa*(p, ref)``: zero at the solved point; its derivative is ``-H^-1 dg/dp``
-    (implicit function theorem), a custom JVP that JAX also transposes for reverse
-    mode (the tangent solve is a symmetric ``custom_linear_solve``)."""
+def _make_root(sig, response_tol: float, response_maxiter: int):
+    """``kappa*(p, ref, system)``: zero at the solved point; its derivative is
+    ``-H^-1 dg/dp`` (implicit function theorem), a custom JVP that JAX also transposes
+    for reverse mode (the tangent solve is a symmetric ``custom_linear_solve``). The
+    system is an argument (not closed over), so the rule holds no traced constants."""
 
     @jax.custom_jvp
-    def root(p: SCFParams, ref: _Reference) -> Array:
+    def root(p: Params, ref: _Reference, system) -> Array:
         return jnp.zeros_like(ref.c0)
 
     @root.defjvp
     def root_jvp(primals, tangents):
-        (p, ref), (dp, _) = primals, tangents
+        (p, ref, system), (dp, _, _) = primals, tangents
         zero = jnp.zeros_like(ref.c0)
-        _, rhs = jax.jvp(lambda q: _brillouin(setup, ref, zero, q), (p,), (dp,))
+        _, rhs = jax.jvp(lambda q: _brillouin(sig, system, ref, zero, q), (p,), (dp,))
 
-        ints = parametric_integrals(setup, p)  # once: the Hessian products only vary kappa
+        ham = hamiltonian(sig, system, p)  # once: the Hessian products only vary kappa
 
         def hessian(v):
-            return jax.jvp(lambda k: _brillouin(setup, ref, k, p, ints), (zero,), (v,))[1]
+            return jax.jvp(lambda k: _brillouin(sig, system, ref, k, p, ham), (zero,), (v,))[1]
 
         dk = jax.lax.custom_linear_solve(
             hessian, -rhs, solve=lambda mv, b: _cg(mv, b, ref.precond, response_tol, response_maxiter),
@@ -240,31 +227,26 @@ def _make_root(setup, response_tol: float, response_maxiter: int):
     return root
 
 
-def _fixed_point_outputs(setup, params: SCFParams, c0: Array, occ: Array, eps0: Array, converged: Array,
-                         response_tol: float, response_maxiter: int) -> SCFState:
-    """Outputs at the SCF solution ``(c0, occ)`` of ``params`` with implicit derivatives.
-
-    Left unjitted on purpose: called eagerly, the integral kernels (and their
-    derivative kernels) run as separately compiled, cached programs shared with the
-    rest of mess, which compiles much faster on CPU than one fused program; wrap the
-    caller in ``jax.jit`` when one program is preferred."""
-    restricted = setup.restricted
+def _fixed_point_outputs(sig, response_tol: float, response_maxiter: int, system, prm: Params, c0: Array,
+                         occ: Array, eps0: Array, converged: Array) -> SCFState:
+    """Outputs at the SCF solution ``(c0, occ)`` of engine parameters ``prm`` with
+    implicit derivatives (engine AO order; compiled once per signature)."""
+    restricted = sig.restricted
     if restricted:
         c0, occ, eps0 = c0[None], occ[None], eps0[None]
     kept = jnp.any(c0[0] != 0, axis=0)
-    s0 = jax.lax.stop_gradient(parametric_integrals(setup, params)["overlap"])
+    s0 = jax.lax.stop_gradient(hamiltonian(sig, system, prm).overlap)
     mask = rotation_mask(occ, jnp.sum(kept))
     gap0 = eps0[..., :, None] - eps0[..., None, :]
     precond = jnp.where(mask, 1.0 / (4.0 * jnp.maximum(gap0, 1e-2)), 1.0)
     ref = _Reference(c0, occ, kept, s0, mask, precond)
 
-    kappa = _make_root(setup, response_tol, response_maxiter)(params, ref)
-    ints = parametric_integrals(setup, params)
-    c = _orbitals(ref, kappa, ints["overlap"])
+    kappa = _make_root(sig, response_tol, response_maxiter)(prm, ref, system)
+    ham = hamiltonian(sig, system, prm)
+    c = _orbitals(ref, kappa, ham.overlap)
     dm = _density(c, occ, restricted)
-    e = energy_functional(setup, params, dm, ints)
-    fock = jax.grad(lambda d: energy_functional(setup, params, d, ints))(dm)
-    fock = 0.5 * (fock + jnp.swapaxes(fock, -1, -2))
+    e = energy_functional(ham, dm)[0]
+    fock = jax.grad(lambda d: energy_functional(ham, d)[0])(dm)
     fock = fock[None] if restricted else fock
     f_mo = jnp.swapaxes(c, -1, -2) @ fock @ c
     is_occ = occ > 0
@@ -277,9 +259,10 @@ def _fixed_point_outputs(setup, params: SCFParams, c0: Array, occ: Array, eps0: 
     idx = jnp.arange(mo_energy.shape[-1])
     homo = jnp.max(jnp.where(idx[None] < nocc[:, None], mo_energy, -jnp.inf))
     lumo = jnp.min(jnp.where((idx[None] >= nocc[:, None]) & (idx[None] < jnp.sum(kept)), mo_energy, jnp.inf))
-    mu = dipole_au(setup, params, dm, ints)
+    dm_tot = dm if restricted else dm[0] + dm[1]
+    mu = dipole_au(dm_tot, ham.dipole, system.charges, prm.positions)
     return SCFState(energy=e, mo_energy=mo_energy[0] if restricted else mo_energy, homo=homo, lumo=lumo,
-                    gap=lumo - homo, density=dm, dipole=mu * DEBYE_PER_AU, dipole_au=mu, converged=converged)
+                    gap=lumo - homo, density=dm, dipole=mu * AU2DEBYE, dipole_au=mu, converged=converged)
 
 
 def polarizability(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", cart: bool = False,

@@ -18,11 +18,10 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-import jax.numpy as jnp
 import numpy as np
 
-from mess.driver import initial_guess, integrals, make_veff, prepare_from_options, require_float64, solve
-from mess.gradients import fixed_orbital_gradient
+from mess.engine.calculation import Calculation
+from mess.engine.engine import default_engine, require_float64
 from mess.structure import Molecule
 
 __all__ = ["optimize", "minimize_bfgs", "frequencies", "hessian", "harmonic_analysis", "gradient_function"]
@@ -36,22 +35,19 @@ def gradient_function(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf",
     With ``warm_start`` each SCF starts from the density of the previous call (a good
     guess for nearby geometries); options are those of :func:`mess.run`."""
     require_float64()
-    setup, scf_options, rest = prepare_from_options(molecule, basis, xc, cart, options)
-    state = {"dm": None}
-    guess = rest.get("init_guess", "minao")
+    engine = options.pop("engine", None) or default_engine()
+    state = {"dm": None, "signature": None}
 
     def fn(positions):
-        pos = jnp.asarray(np.asarray(positions, dtype=np.float64).reshape(molecule.natom, 3))
-        ints = integrals(setup, pos)
-        veff_fn = make_veff(setup, ints, pos)
-        dm0 = state["dm"] if (warm_start and state["dm"] is not None) else initial_guess(setup, ints, guess)
-        res = solve(setup, ints, veff_fn, dm0, scf_options, fallback_given="fallback" in options)
-        if not bool(res.converged) and state["dm"] is not None:  # a bad warm start: retry cold
-            res = solve(setup, ints, veff_fn, initial_guess(setup, ints, guess), scf_options,
-                        fallback_given="fallback" in options)
-        state["dm"] = res.density
-        _, g = fixed_orbital_gradient(setup, pos, res.mo_coeff, res.mo_occ, ints["overlap"])
-        return float(res.energy), np.asarray(g), bool(res.converged)
+        pos = np.asarray(positions, dtype=np.float64).reshape(molecule.natom, 3)
+        mol = Molecule(molecule.numbers, pos, molecule.charge, molecule.spin)
+        calc = Calculation(mol, basis, xc, cart, options, engine)
+        warm = warm_start and state["dm"] is not None and state["signature"] == calc.signature
+        res, raw = calc.solve(dm0=state["dm"] if warm else None, gradient=True)
+        if not bool(res.converged) and warm:  # a bad warm start: retry cold
+            res, raw = calc.solve(gradient=True)
+        state["dm"], state["signature"] = raw["res"].density[0], calc.signature
+        return float(res.energy), np.asarray(res.gradient), bool(res.converged)
 
     return fn
 
@@ -155,7 +151,7 @@ def optimize(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", gtol: fl
     fun = gradient_function(molecule, basis, xc, cart, **options)
     x, info = minimize_bfgs(fun, np.asarray(molecule.positions), gtol=gtol, fmax=fmax, etol=etol,
                             max_steps=max_steps, max_step=max_step, verbose=verbose)
-    out = Molecule(molecule.numbers, jnp.asarray(x), molecule.charge, molecule.spin)
+    out = Molecule(molecule.numbers, np.asarray(x), molecule.charge, molecule.spin)
     return out, info
 
 

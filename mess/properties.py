@@ -7,7 +7,6 @@ All functions are pure JAX (differentiable in the density and the integrals).
 from __future__ import annotations
 
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float
 
 #: Atomic unit of electric dipole (e a0) in Debye, PySCF's ``nist.AU2DEBYE``
@@ -15,13 +14,13 @@ from jaxtyping import Array, Float
 AU2DEBYE = 1.6021766208e-19 * 0.52917721092e-10 / 3.335641e-30
 
 
-def dipole_moment(
+def dipole_au(
     density_total: Float[Array, "n n"],
     dipole_integrals: Float[Array, "3 n n"],
     numbers,
     positions: Float[Array, "natom 3"],
 ) -> Float[Array, "3"]:
-    """Electric dipole moment, Debye, about the origin (0, 0, 0).
+    """Electric dipole moment in atomic units (e Bohr), about the origin (0, 0, 0).
 
     ``mu = sum_A Z_A R_A - sum_{mu nu} D_{mu nu} <nu| r |mu>``, as PySCF's
     ``dip_moment`` (origin 0; for charged systems the value depends on the origin).
@@ -30,14 +29,23 @@ def dipole_moment(
         density_total: total (alpha + beta) AO density matrix.
         dipole_integrals: AO matrices of x, y, z about the origin, Bohr (PySCF
             ``mol.intor('int1e_r')``).
-        numbers: nuclear charges ``[natom]`` (atomic numbers, or effective charges
-            with ECPs).
+        numbers: nuclear charges ``[natom]`` (atomic numbers, 0 for ghost atoms).
         positions: nuclear positions, Bohr.
     """
     charges = jnp.asarray(numbers, dtype=density_total.dtype)
     electronic = jnp.einsum("xij,ji->x", dipole_integrals, density_total)
     nuclear = jnp.einsum("a,ax->x", charges, positions)
-    return (nuclear - electronic) * AU2DEBYE
+    return nuclear - electronic
+
+
+def dipole_moment(
+    density_total: Float[Array, "n n"],
+    dipole_integrals: Float[Array, "3 n n"],
+    numbers,
+    positions: Float[Array, "natom 3"],
+) -> Float[Array, "3"]:
+    """Electric dipole moment in Debye: :func:`dipole_au` times :data:`AU2DEBYE`."""
+    return dipole_au(density_total, dipole_integrals, numbers, positions) * AU2DEBYE
 
 
 def mulliken_charges(
@@ -53,14 +61,12 @@ def mulliken_charges(
     Args:
         density_total: total AO density matrix.
         overlap: AO overlap matrix.
-        ao_atom: host integer array ``[n]``: the atom index of each AO (e.g.
-            ``[s[0] for s in mol.ao_labels(fmt=None)]``); static.
+        ao_atom: integer array ``[n]``: the atom index of each AO (host or traced).
         numbers: nuclear charges ``[natom]``.
     """
-    ao_atom = np.asarray(ao_atom, dtype=np.int64)
     charges = jnp.asarray(numbers, dtype=density_total.dtype)
     pop = jnp.einsum("ij,ji->i", density_total, overlap)
-    atom_pop = jnp.zeros(charges.shape[0], pop.dtype).at[ao_atom].add(pop)
+    atom_pop = jnp.zeros(charges.shape[0], pop.dtype).at[jnp.asarray(ao_atom)].add(pop)
     return charges - atom_pop
 
 

@@ -26,9 +26,11 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from mess.driver import initial_guess, prepare_from_options, require_float64
-from mess.parametric import (DEBYE_PER_AU, EnergyVeff, SCFParams, default_params, dipole_au, energy_functional,
-                             parametric_integrals)
+from mess.engine.calculation import Calculation, SCFParams
+from mess.engine.functional import FunctionalVeff
+from mess.engine.stages import guess_part, hamiltonian
+from mess.engine.functional import energy as energy_functional
+from mess.properties import AU2DEBYE, dipole_au
 from mess.scf.diis import commutator_error, diis_init, diis_update
 from mess.scf.eig import eig, orthogonalizer
 from mess.scf.kernel import frontier_energies, orbital_gradient_norm
@@ -78,59 +80,72 @@ def unrolled_scf_function(molecule: Molecule, basis: str = "sto-3g", xc: str = "
 
     Returns:
         ``(params0, fn)`` with :class:`mess.parametric.SCFParams` of the molecule and
-        ``fn(params, dm0=None) -> UnrolledState``; ``dm0`` (optional, differentiable)
-        is the starting density (default: PySCF's MINAO guess).
+        ``fn(params, dm0=None) -> UnrolledState``; ``dm0`` (optional, differentiable,
+        PySCF's AO order) is the starting density (default: the MINAO guess at
+        ``params``' geometry).
     """
-    require_float64()
-    setup, scf_options, rest = prepare_from_options(molecule, basis, xc, cart, options)
-    if not isinstance(cycles, int) or cycles < 1:
+    if not isinstance(cycles, int) or isinstance(cycles, bool) or cycles < 1:
         raise ValueError(f"cycles must be a positive integer, got {cycles!r}")
-    restricted = setup.restricted
-    guess = initial_guess(setup, None, "minao")
-    nocc, occ_value = channel_occupancy(molecule.nelec, restricted)
+    if not isinstance(diis, bool):
+        raise ValueError(f"diis must be True or False, got {diis!r}")
+    if not 0.0 <= float(damping) < 1.0:
+        raise ValueError(f"damping must lie in [0, 1), got {damping!r}")
+    engine = options.pop("engine", None)
+    calc = Calculation(molecule, basis, xc, cart, options, engine, any_geometry=True)
+    core = calc.program("unrolled", _unrolled, calc.scf_options, int(cycles), diis, float(damping))
 
     def fn(params: SCFParams, dm0: Array | None = None) -> UnrolledState:
-        ints = parametric_integrals(setup, params)
-        veff = EnergyVeff(ints["jk"], ints["xc"], params.hyb, restricted)
-        s, h = ints["overlap"], ints["hcore"]
-        n = s.shape[-1]
-        x, keep = orthogonalizer(s, scf_options.lindep_threshold)
-        occ = aufbau(n, nocc, occ_value, s.dtype)
+        d0 = None if dm0 is None else calc.from_pyscf(jnp.asarray(dm0))
+        st = core(calc.system, calc.params(params), d0)
+        return eqx.tree_at(lambda t: (t.mo_energy, t.density), st,
+                           (st.mo_energy[..., :calc.nao], calc.to_pyscf(st.density)))
 
-        def user(a):
-            return a[0] if restricted else a
+    return calc.params0(), fn
 
-        def chan(a):
-            return a[None] if restricted else a
 
-        def fock_of(dm_c):
-            return h + chan(veff(user(dm_c))[0])
+def _unrolled(sig, options, cycles: int, diis: bool, damping: float, system, prm, dm0=None) -> UnrolledState:
+    """The fixed-cycle SCF of one system (engine AO order; compiled once per signature)."""
+    restricted = sig.restricted
+    ham = hamiltonian(sig, system, prm)
+    veff = FunctionalVeff(ham)
+    s, h = ham.overlap, ham.hcore
+    n = s.shape[-1]
+    x, keep = orthogonalizer(s, options.lindep_threshold)
+    nocc, occ_value = channel_occupancy(system.nelec, restricted)
+    occ = aufbau(n, nocc, occ_value, s.dtype)
 
-        dm = guess if dm0 is None else dm0
-        dm_c = chan(jnp.asarray(dm)) if (restricted or jnp.ndim(dm) == 3) else jnp.stack([0.5 * dm, 0.5 * dm])
-        nchan = len(nocc)
-        state0 = (dm_c, fock_of(dm_c), diis_init(scf_options.diis_space, (nchan, n, n), nchan * n * n, s.dtype))
+    def user(a):
+        return a[0] if restricted else a
 
-        def cycle(carry, _):
-            dm_c, fock_prev, dstate = carry
-            fock = fock_of(dm_c)
-            if diis:
-                dstate, fock_use = diis_update(dstate, fock, commutator_error(fock, dm_c, s, x))
-            else:
-                fock_use = (1.0 - damping) * fock + damping * fock_prev
-            mo_e, mo_c = eig(fock_use, x, keep)
-            new = make_rdm1(mo_c, occ)
-            e = energy_functional(setup, params, user(new), ints)
-            return (new, fock_use, dstate), (e, mo_e, mo_c)
+    def chan(a):
+        return a[None] if restricted else a
 
-        (dm_c, _, _), (history, mo_es, mo_cs) = jax.lax.scan(cycle, state0, None, length=cycles)
-        mo_e = mo_es[-1]
+    def fock_of(dm_c):
+        return h + chan(veff(user(dm_c))[0])
+
+    dm = guess_part(sig, system, prm, s) if dm0 is None else dm0
+    dm_c = chan(dm) if (restricted or jnp.ndim(dm) == 3) else jnp.stack([0.5 * dm, 0.5 * dm])
+    nchan = len(nocc)
+    state0 = (dm_c, fock_of(dm_c), diis_init(options.diis_space, (nchan, n, n), nchan * n * n, s.dtype))
+
+    def cycle(carry, _):
+        dm_c, fock_prev, dstate = carry
         fock = fock_of(dm_c)
-        gnorm = orbital_gradient_norm(mo_cs[-1], occ, fock, restricted)
-        homo, lumo = frontier_energies(mo_e, occ, jnp.sum(keep))
-        dm = user(dm_c)
-        mu = dipole_au(setup, params, dm, ints)
-        return UnrolledState(energy=history[-1], mo_energy=user(mo_e), homo=homo, lumo=lumo, density=dm,
-                             dipole=mu * DEBYE_PER_AU, grad_norm=gnorm, energy_history=history)
+        if diis:
+            dstate, fock_use = diis_update(dstate, fock, commutator_error(fock, dm_c, s, x))
+        else:
+            fock_use = (1.0 - damping) * fock + damping * fock_prev
+        mo_e, mo_c = eig(fock_use, x, keep)
+        new = make_rdm1(mo_c, occ)
+        e = energy_functional(ham, user(new))[0]
+        return (new, fock_use, dstate), (e, mo_e, mo_c)
 
-    return default_params(setup), fn
+    (dm_c, _, _), (history, mo_es, mo_cs) = jax.lax.scan(cycle, state0, None, length=cycles)
+    mo_e = mo_es[-1]
+    fock = fock_of(dm_c)
+    gnorm = orbital_gradient_norm(mo_cs[-1], occ, fock, restricted)
+    homo, lumo = frontier_energies(mo_e, occ, jnp.sum(keep))
+    dm = user(dm_c)
+    mu = dipole_au(dm if restricted else dm[0] + dm[1], ham.dipole, system.charges, prm.positions)
+    return UnrolledState(energy=history[-1], mo_energy=user(mo_e), homo=homo, lumo=lumo, density=dm,
+                         dipole=mu * AU2DEBYE, grad_norm=gnorm, energy_history=history)

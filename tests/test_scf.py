@@ -148,7 +148,7 @@ def test_result_bookkeeping():
     res = run_mess(mol, restricted=True)
     hist = np.asarray(res.energy_history)
     n = int(res.iterations)
-    assert hist.shape == (TIGHT.max_cycle + 1,)
+    assert hist.shape == (TIGHT.max_cycle + TIGHT.fallback_max_cycle + 1,)
     assert np.all(np.isfinite(hist[: n + 1])) and np.all(np.isnan(hist[n + 1:]))
     assert abs(hist[n] - float(res.energy)) < 1e-9
     assert res.mo_occ.shape == (13,) and float(jnp.sum(res.mo_occ)) == 10.0
@@ -235,7 +235,7 @@ def test_newton_fallback_converges_where_pyscf_diis_fails():
     res = run_mess(mol, restricted=False, options=SCFOptions())
     mf = run_pyscf(mol, restricted=False, newton=True)
     assert bool(res.converged)
-    assert int(res.iterations) <= 50
+    assert int(res.iterations) <= 100  # 50 plain cycles, then the fallback
     assert abs(float(res.energy) - mf.e_tot) < 1e-8
     # PySCF's Newton solver stops at |g| ~ 3e-6, and <S^2> is first order in the orbitals
     ss, _ = spin_square(res.mo_coeff, res.mo_occ, mol.intor("int1e_ovlp"))

@@ -4,7 +4,7 @@ A contracted Cartesian Gaussian of angular momentum l centred at A is
 
     phi(r) = x^a y^b z^c g(r^2),   g(r^2) = sum_k c_k exp(-alpha_k r^2),   (x, y, z) = r - A,
 
-with the normalised contraction coefficients of :func:`mess.integrals.pairs.shell_data`
+with the normalised contraction coefficients of :func:`mess.basis.shells.shell_data`
 (libcint's normalisation, s/p angular factors included), so the values equal PySCF's
 ``mol.eval_gto('GTOval_cart')``. Its gradient follows from the product rule,
 
@@ -12,7 +12,8 @@ with the normalised contraction coefficients of :func:`mess.integrals.pairs.shel
 
 (Helgaker, Jorgensen & Olsen, *Molecular Electronic-Structure Theory*, 2000, sec. 6.6).
 Spherical AOs are the Cartesian ones times PySCF's Cartesian-to-spherical matrices,
-shell by shell, in PySCF's AO order (``GTOval_sph``).
+shell by shell (``GTOval_sph``). Columns are in the engine AO order of
+:mod:`mess.basis.shells` (padding shells give zero columns).
 
 Everything is a JAX function of the atomic positions (AO centres), the grid points
 (which may themselves depend on the positions: the grid moves with the atoms), and the
@@ -25,37 +26,12 @@ Units: positions and coords in Bohr; AO values in Bohr^-3/2, derivatives Bohr^-5
 
 from __future__ import annotations
 
-import functools
-
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from mess.basis.shells import Basis, cart_to_sph, cartesian_powers, ncart, normalized_coefficients, nsph
-
-
-def _shell_groups(basis: Basis):
-    """(l, shell indices) per angular momentum, in basis order (static)."""
-    ls = np.asarray(basis.shell_l)
-    return [(int(l), np.nonzero(ls == l)[0]) for l in np.unique(ls)]
-
-
-@functools.cache
-def _ao_permutation(shell_l: tuple[int, ...], cart: bool) -> np.ndarray:
-    """Gather index that maps the concatenation of per-l group columns (shell-major,
-    component-minor) to the basis's AO order."""
-    ls = np.asarray(shell_l)
-    sizes = np.array([ncart(l) if cart else nsph(l) for l in shell_l], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
-    cols = []
-    for l in np.unique(ls):
-        shells = np.nonzero(ls == l)[0]
-        size = ncart(int(l)) if cart else nsph(int(l))
-        cols.append((offsets[shells][:, None] + np.arange(size)).ravel())
-    cols = np.concatenate(cols)
-    return np.argsort(cols)
+from mess.basis.shells import BasisShape, ShellGroup, cart_to_sph, cartesian_powers, shell_data
 
 
 def _group_values(l: int, cart: bool, deriv: int, exps: Array, coefs: Array, centres: Array,
@@ -93,49 +69,33 @@ def _group_values(l: int, cart: bool, deriv: int, exps: Array, coefs: Array, cen
     return vals.reshape(vals.shape[:2] + (-1,))
 
 
-def ao_values_block(basis: Basis, positions: Float[Array, "natom 3"], coords: Float[Array, "npts 3"],
-                    deriv: int = 0) -> Array:
-    """AO values on all ``coords`` at once (no blocking): [1 + 3 deriv, npts, nao].
+def ao_values_block(shape: BasisShape, groups: tuple[ShellGroup, ...], positions: Float[Array, "natom 3"],
+                    coords: Float[Array, "npts 3"], deriv: int = 0) -> Float[Array, "nd npts nao"]:
+    """AO values on all ``coords`` at once (no blocking): ``[1 + 3 deriv, npts, nao]``.
 
     The building block of :func:`ao_values`; use it inside your own loop over blocks.
     """
     if deriv not in (0, 1):
         raise ValueError(f"deriv must be 0 or 1, got {deriv}")
-    kmax = _kmax(basis)
-    atoms = np.asarray(basis.shell_atom)
-    parts = []
-    for l, shells in _shell_groups(basis):
-        k = kmax[l]
-        exps = basis.exponents[shells, :k]
-        coefs = normalized_coefficients(l, exps, basis.coefficients[shells, :k])
-        parts.append(_group_values(l, basis.cart, deriv, exps, coefs, positions[atoms[shells]], coords))
-    vals = jnp.concatenate(parts, axis=-1)
-    return vals[..., _ao_permutation(basis.shell_l, basis.cart)]
+    data = shell_data(shape, groups, positions)
+    parts = [_group_values(g.l, shape.cart, deriv, e, c, x, coords) for g, (e, c, x) in zip(shape.groups, data)]
+    return jnp.concatenate(parts, axis=-1)
 
 
-def default_ao_block_size(basis: Basis, budget: int = 1 << 22) -> int:
+def default_ao_block_size(shape: BasisShape, budget: int = 1 << 22) -> int:
     """Points per block so that the per-primitive intermediates hold about ``budget``
     numbers (a power of two between 64 and 8192)."""
-    work = sum(k * sum(1 for l in basis.shell_l if l == ll) for ll, k in _kmax(basis).items())
-    work += 8 * basis.ncart_total
+    work = sum(g.nprim * g.nshell + 8 * g.nshell * (g.l + 1) * (g.l + 2) // 2 for g in shape.groups)
     b = max(64, min(8192, budget // max(1, work)))
     return 1 << (b.bit_length() - 1)
 
 
-def _kmax(basis: Basis) -> dict[int, int]:
-    """Largest primitive count per angular momentum (static)."""
-    out: dict[int, int] = {}
-    for l, k in zip(basis.shell_l, basis.shell_nprim):
-        out[l] = max(out.get(l, 0), k)
-    return out
-
-
-def ao_values(basis: Basis, positions: Float[Array, "natom 3"], coords: Float[Array, "npts 3"],
-              deriv: int = 0, block_size: int | None = None) -> Array:
+def ao_values(shape: BasisShape, groups: tuple[ShellGroup, ...], positions: Float[Array, "natom 3"],
+              coords: Float[Array, "npts 3"], deriv: int = 0, block_size: int | None = None) -> Array:
     """AO values at grid points, as PySCF's ``dft.numint.eval_ao(mol, coords, deriv)``.
 
     Args:
-        basis: the basis (spherical or Cartesian AOs, PySCF's order).
+        shape, groups: the basis (:mod:`mess.basis.shells`).
         positions: nuclear positions [natom, 3] (Bohr); the AO centres.
         coords: points [npts, 3] (Bohr); may depend on ``positions``.
         deriv: 0 for values, 1 for values and first derivatives.
@@ -143,7 +103,8 @@ def ao_values(basis: Basis, positions: Float[Array, "natom 3"], coords: Float[Ar
 
     Returns:
         ``[npts, nao]`` (deriv=0), or ``[4, npts, nao]`` (value, d/dx, d/dy, d/dz) for
-        deriv=1; Bohr^-3/2 (values) and Bohr^-5/2 (derivatives).
+        deriv=1, columns in engine AO order; Bohr^-3/2 (values) and Bohr^-5/2
+        (derivatives).
 
     Differentiable in positions, coords, exponents and coefficients. Peak memory is the
     output plus O(block_size * nprim) per block (also in the backward pass).
@@ -151,23 +112,18 @@ def ao_values(basis: Basis, positions: Float[Array, "natom 3"], coords: Float[Ar
     if deriv not in (0, 1):
         raise ValueError(f"deriv must be 0 or 1, got {deriv}")
     coords = jnp.asarray(coords)
-    size = block_size or default_ao_block_size(basis)
-    return _ao_values(basis, jnp.asarray(positions), coords, int(deriv), int(size))
-
-
-@eqx.filter_jit
-def _ao_values(basis: Basis, positions: Array, coords: Array, deriv: int, size: int) -> Array:
-    """Jitted body of :func:`ao_values` (inlined when called under an outer jit)."""
+    positions = jnp.asarray(positions)
+    size = int(block_size or default_ao_block_size(shape))
     npts = coords.shape[0]
     if npts <= size:
-        out = ao_values_block(basis, positions, coords, deriv)
+        out = ao_values_block(shape, groups, positions, coords, deriv)
     else:
         nblk = -(-npts // size)
         extra = nblk * size - npts
         padded = jnp.concatenate([coords, jnp.broadcast_to(coords[:1], (extra, 3))])
 
         def block(c):
-            return ao_values_block(basis, positions, c, deriv)
+            return ao_values_block(shape, groups, positions, c, deriv)
 
         out = jax.lax.map(jax.checkpoint(block), padded.reshape(nblk, size, 3))  # [nblk, nd, B, nao]
         out = jnp.moveaxis(out, 1, 0).reshape(out.shape[1], nblk * size, -1)[:, :npts]

@@ -8,50 +8,26 @@ McMurchie-Davidson scheme (Helgaker, Jorgensen & Olsen 2000, sections 9.3-9.9):
 * multipole   M_ij^x = (E^{ij}_1 + X_P E^{ij}_0) sqrt(pi / p)   (operator x, origin 0)
 * nuclear     V_ab = -sum_C Z_C (2 pi / p) sum_tuv E^{ab}_{tuv} R_{tuv}(p, R_PC)  (eq. 9.9.32)
 
-Point nuclei, as PySCF's default. All matrices are returned in the basis's AO order
-(PySCF's), Cartesian or spherical, in atomic units (Hartree for kinetic and nuclear,
-Bohr for r). Everything is a JAX function of the positions (Bohr) and of the basis
-exponents and coefficients.
+Point nuclei, as PySCF's default. Matrices are in the engine AO order of
+:mod:`mess.basis.shells` (PySCF's order via ``BasisLayout.engine_index``), Cartesian or
+spherical, in atomic units (Hartree for kinetic and nuclear, Bohr for r). Every shell
+pair of every pair of shell groups is evaluated (padding shells give zero blocks), so
+the shapes depend only on the :class:`~mess.basis.shells.BasisShape`. Everything is a
+JAX function of the positions (Bohr) and of the basis exponents and coefficients;
+ghost atoms (charge 0) contribute nothing.
 """
 
 from __future__ import annotations
 
 import functools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from mess.basis.shells import Basis, cartesian_powers, ncart
-from mess.integrals.hermite import hermite_e_1d, hermite_e_pair, hermite_r
-from mess.integrals.pairs import chunk_size, kmax_by_l, run_chunked, shell_data, shells_by_l
-
-
-def to_ao(basis: Basis, m_cart: Array) -> Array:
-    """Transform [..., ncart, ncart] Cartesian matrices to the AO basis (spherical or Cartesian)."""
-    if basis.cart:
-        return m_cart
-    c = jnp.asarray(basis.cart_to_ao())
-    return jnp.einsum("pi,...pq,qj->...ij", c, m_cart, c)
-
-
-def unique_pairs(basis: Basis):
-    """Shell pairs with la >= lb (and row i >= j within a group), grouped by class.
-
-    Yields (la, lb, rows_a, rows_b, shells_a, shells_b): group-local rows and global
-    shell indices of every pair of the class."""
-    groups = shells_by_l(basis)
-    for la, ga in groups.items():
-        for lb, gb in groups.items():
-            if lb > la:
-                continue
-            ia, ib = np.meshgrid(np.arange(len(ga)), np.arange(len(gb)), indexing="ij")
-            ia, ib = ia.ravel(), ib.ravel()
-            if la == lb:
-                keep = ia >= ib
-                ia, ib = ia[keep], ib[keep]
-            yield la, lb, ia, ib, ga[ia], gb[ib]
+from mess.basis.shells import BasisShape, ShellGroup, cart_to_sph, cartesian_powers, ncart, shell_data
+from mess.integrals.hermite import hermite_e_1d, hermite_e_pair, hermite_r, nherm
+from mess.integrals.pairs import chunk_size, chunked_map
 
 
 @functools.cache
@@ -60,7 +36,6 @@ def _cart_components(la: int, lb: int):
     return pa[:, None, :], pb[None, :, :]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
 def _pair_kernel(la: int, lb: int, ea, ca, ra, eb, cb, rb, nuclei, charges):
     """Overlap, kinetic, nuclear attraction and dipole (x, y, z) blocks for a chunk of
     shell pairs of class (la, lb); returns [chunk, 6, ncart(la), ncart(lb)]."""
@@ -116,60 +91,92 @@ def _pair_kernel(la: int, lb: int, ea, ca, ra, eb, cb, rb, nuclei, charges):
     return jnp.stack([overlap, kinetic, nuclear] + dip, axis=1)
 
 
-def _pad_nuclei(positions, charges, multiple: int = 8):
-    """Pad the nuclei with zero-charge entries so kernels see few distinct shapes."""
-    n = positions.shape[0]
-    extra = (-n) % multiple
-    if extra == 0:
-        return positions, charges
-    return (jnp.concatenate([positions, jnp.zeros((extra, 3), positions.dtype)]),
-            jnp.concatenate([charges, jnp.zeros((extra,), charges.dtype)]))
+def _to_shell_basis(blocks: Array, la: int, lb: int, cart: bool) -> Array:
+    """[..., ncart(la), ncart(lb)] Cartesian blocks to the AO basis of the shells."""
+    if cart:
+        return blocks
+    return jnp.einsum("...ab,aA,bB->...AB", blocks, jnp.asarray(cart_to_sph(la), blocks.dtype),
+                      jnp.asarray(cart_to_sph(lb), blocks.dtype))
 
 
-def one_electron_cart(basis: Basis, positions: Float[Array, "natom 3"], charges: Array) -> dict[str, Array]:
-    """Cartesian overlap, kinetic, nuclear-attraction and dipole matrices.
+def _pair_chunk(la: int, lb: int, ka: int, kb: int, natom: int) -> int:
+    work = ka * kb * (ncart(la) * ncart(lb) * (la + lb + 3) + 8 * (la + lb + 1) ** 3 + natom * nherm(la + lb))
+    return chunk_size(work, budget=1 << 20, hi=512)
 
-    Returns a dict with "overlap", "kinetic", "nuclear" of shape [ncart, ncart] (Hartree
-    for the operators) and "dipole" of shape [3, ncart, ncart] (operator r, origin 0, Bohr).
+
+def _group_pair_blocks(la, lb, cart, data_a, data_b, nuclei, charges, which=slice(None)):
+    """Blocks [6, na * sa, nb * sb] (overlap, kinetic, nuclear, dipole x, y, z) of every
+    shell pair between two groups, rows and columns in the groups' AO order."""
+    ea, ca, ra = data_a
+    eb, cb, rb = data_b
+    na, nb = ea.shape[0], eb.shape[0]
+    ia, ib = np.meshgrid(np.arange(na), np.arange(nb), indexing="ij")
+
+    def kernel(i, j):
+        return _pair_kernel(la, lb, ea[i], ca[i], ra[i], eb[j], cb[j], rb[j], nuclei, charges)[:, which]
+
+    chunk = _pair_chunk(la, lb, ea.shape[1], eb.shape[1], nuclei.shape[0])
+    blocks = chunked_map(kernel, (jnp.asarray(ia.ravel()), jnp.asarray(ib.ravel())), chunk)
+    blocks = _to_shell_basis(blocks, la, lb, cart)  # [na * nb, q, sa, sb]
+    q, sa, sb = blocks.shape[1:]
+    return blocks.reshape(na, nb, q, sa, sb).transpose(2, 0, 3, 1, 4).reshape(q, na * sa, nb * sb)
+
+
+def one_electron(shape: BasisShape, groups: tuple[ShellGroup, ...], positions: Float[Array, "natom 3"],
+                 charges: Float[Array, " natom"]) -> dict[str, Array]:
+    """Overlap, kinetic and nuclear-attraction matrices ``[nao, nao]`` (Hartree for the
+    operators) and the dipole matrices ``[3, nao, nao]`` (operator r, origin 0, Bohr), in
+    engine AO order.
+
+    Args:
+        shape, groups: the (padded) basis.
+        positions: nuclear positions (Bohr) ``[natom, 3]``; the AO centres.
+        charges: nuclear charges ``[natom]`` (0 for ghost atoms).
     """
-    data = shell_data(basis, positions)
-    kmax = kmax_by_l(basis)
-    nuclei, zs = _pad_nuclei(positions, jnp.asarray(charges, positions.dtype))
-    n = basis.ncart_total
-    off = basis.cart_offsets
-    out = jnp.zeros((6, n, n), dtype=positions.dtype)
-    for la, lb, ia, ib, sa, sb in unique_pairs(basis):
-        work = kmax[la] * kmax[lb] * (ncart(la) * ncart(lb) * (la + lb + 3) + 8 * (la + lb + 1) ** 3)
-        chunk = chunk_size(work, budget=1 << 20, hi=512)
-        ea, ca, ra = data[la]
-        eb, cb, rb = data[lb]
-        blocks = run_chunked(functools.partial(_pair_kernel, la, lb),
-                             [(ea, ia), (ca, ia), (ra, ia), (eb, ib), (cb, ib), (rb, ib)],
-                             [nuclei, zs], len(ia), chunk)
-        blocks = jnp.moveaxis(blocks, 1, 0)  # [6, npair, ncart_a, ncart_b]
-        rows = off[sa][:, None] + np.arange(ncart(la))
-        cols = off[sb][:, None] + np.arange(ncart(lb))
-        out = out.at[:, rows[:, :, None], cols[:, None, :]].set(blocks)
-        out = out.at[:, cols[:, :, None], rows[:, None, :]].set(blocks.swapaxes(-1, -2))
+    data = shell_data(shape, groups, positions)
+    charges = jnp.asarray(charges, positions.dtype)
+    off = shape.offsets
+    out = jnp.zeros((6, shape.nao, shape.nao), dtype=positions.dtype)
+    for a, ga in enumerate(shape.groups):
+        for b in range(a, len(shape.groups)):
+            gb = shape.groups[b]
+            blk = _group_pair_blocks(ga.l, gb.l, shape.cart, data[a], data[b], positions, charges)
+            out = out.at[:, off[a]:off[a + 1], off[b]:off[b + 1]].set(blk)
+            if b != a:
+                out = out.at[:, off[b]:off[b + 1], off[a]:off[a + 1]].set(jnp.swapaxes(blk, -1, -2))
     return {"overlap": out[0], "kinetic": out[1], "nuclear": out[2], "dipole": out[3:]}
 
 
-def one_electron(basis: Basis, positions: Float[Array, "natom 3"], charges: Array) -> dict[str, Array]:
-    """Overlap, kinetic, nuclear attraction [nao, nao] and dipole [3, nao, nao] in the AO basis.
+def cross_overlap(shape_a: BasisShape, groups_a: tuple[ShellGroup, ...], shape_b: BasisShape,
+                  groups_b: tuple[ShellGroup, ...], positions: Float[Array, "natom 3"]
+                  ) -> Float[Array, "nao_a nao_b"]:
+    """Overlap matrix between two bases on the same atoms, ``[nao_a, nao_b]`` (engine AO
+    orders of both), as PySCF's ``gto.intor_cross('int1e_ovlp', mol_a, mol_b)``."""
+    if shape_a.cart != shape_b.cart:
+        raise ValueError("cross overlap needs both bases Cartesian or both spherical")
+    da = shell_data(shape_a, groups_a, positions)
+    db = shell_data(shape_b, groups_b, positions)
+    nucleus, charge = jnp.zeros((1, 3), positions.dtype), jnp.zeros((1,), positions.dtype)
+    rows = []
+    for a, ga in enumerate(shape_a.groups):
+        rows.append(jnp.concatenate([_group_pair_blocks(ga.l, gb.l, shape_a.cart, da[a], db[b], nucleus, charge,
+                                                        which=slice(0, 1))[0]
+                                     for b, gb in enumerate(shape_b.groups)], axis=1))
+    return jnp.concatenate(rows, axis=0)
 
-    Not jitted as a whole: called eagerly, each pair class runs through its chunk
-    kernel, whose compiled program serves every molecule; under ``jax.jit`` it is
-    traced into the caller's program."""
-    cart = one_electron_cart(basis, positions, charges)
-    return {k: to_ao(basis, v) for k, v in cart.items()}
 
+def nuclear_repulsion(positions: Float[Array, "natom 3"], charges: Float[Array, " natom"]) -> Float[Array, ""]:
+    """Nuclear repulsion energy sum_{A<B} Z_A Z_B / |R_A - R_B| (Hartree).
 
-def nuclear_repulsion(positions: Float[Array, "natom 3"], charges: Array) -> Array:
-    """Nuclear repulsion energy sum_{A<B} Z_A Z_B / |R_A - R_B| (Hartree)."""
+    Pairs involving a ghost atom (charge 0) contribute exactly 0, with finite
+    derivatives, even where ghost atoms coincide."""
     n = positions.shape[0]
     iu, ju = np.triu_indices(n, 1)
     if len(iu) == 0:
         return jnp.zeros((), positions.dtype)
+    charges = jnp.asarray(charges, positions.dtype)
+    zz = charges[iu] * charges[ju]
     d = positions[iu] - positions[ju]
-    r = jnp.sqrt(jnp.sum(d * d, axis=-1))
-    return jnp.sum(jnp.asarray(charges)[iu] * jnp.asarray(charges)[ju] / r)
+    real = zz != 0
+    r = jnp.sqrt(jnp.where(real, jnp.sum(d * d, axis=-1), 1.0))
+    return jnp.sum(jnp.where(real, zz / r, 0.0))

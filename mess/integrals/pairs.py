@@ -1,101 +1,61 @@
-"""Shell data gathered by angular momentum, and chunked evaluation of kernels.
+"""Fixed-size chunks for vectorised integral kernels.
 
-Shells are grouped by angular momentum; within a group the number of primitives is
-padded to the group's maximum (padding primitives have zero coefficient). An
-integral *class* (e.g. (la, lb) for one-electron integrals) gathers many shell
-pairs or quartets so that one vectorised, separately compiled kernel computes them
-all. Work is cut into chunks of a fixed size, so a kernel's compiled shape depends
-only on its class and primitive counts, not on the molecule: one compilation serves
-every molecule (and JAX's persistent compilation cache serves later processes).
+An integral *class* (a pair of shell groups for one-electron integrals, a quartet
+class for ERIs) evaluates one vectorised kernel over many shell pairs or quartets.
+Work is cut into chunks of a fixed length run sequentially by ``lax.map``, so memory
+is bounded by one chunk's intermediates and the compiled body's shape depends only
+on the class and the chunk length, not on the molecule.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Callable, Sequence
+from typing import Callable
 
+import jax
 import jax.numpy as jnp
-import numpy as np
-from jaxtyping import Array, Float
-
-from mess.basis.shells import Basis, normalized_coefficients
-
-
-@functools.cache
-def _kmax_cache(shell_l: tuple[int, ...], shell_nprim: tuple[int, ...]) -> dict[int, int]:
-    out: dict[int, int] = {}
-    for l, k in zip(shell_l, shell_nprim):
-        out[l] = max(out.get(l, 0), k)
-    return out
-
-
-def kmax_by_l(basis: Basis) -> dict[int, int]:
-    """Largest primitive count among the shells of each angular momentum (static)."""
-    return _kmax_cache(basis.shell_l, basis.shell_nprim)
-
-
-def shells_by_l(basis: Basis) -> dict[int, np.ndarray]:
-    """Shell indices of each angular momentum, in basis order."""
-    ls = np.asarray(basis.shell_l)
-    return {int(l): np.nonzero(ls == l)[0] for l in np.unique(ls)}
-
-
-def shell_data(basis: Basis, positions: Float[Array, "natom 3"]) -> dict[int, tuple[Array, Array, Array]]:
-    """Per angular momentum l: (exponents [n_l, K_l] in Bohr^-2, normalised contraction
-    coefficients [n_l, K_l], centres [n_l, 3] in Bohr), rows in :func:`shells_by_l` order."""
-    out = {}
-    kmax = kmax_by_l(basis)
-    atoms = np.asarray(basis.shell_atom)
-    for l, shells in shells_by_l(basis).items():
-        k = kmax[l]
-        exps = basis.exponents[shells, :k]
-        coefs = normalized_coefficients(l, exps, basis.coefficients[shells, :k])
-        out[l] = (exps, coefs, positions[atoms[shells]])
-    return out
-
-
-def local_index(basis: Basis) -> np.ndarray:
-    """Row of each shell within its angular-momentum group, shape [nshell]."""
-    out = np.zeros(basis.nshell, dtype=np.int64)
-    for shells in shells_by_l(basis).values():
-        out[shells] = np.arange(len(shells))
-    return out
+from jaxtyping import Array
 
 
 def chunk_size(work_per_item: int, budget: int = 1 << 21, lo: int = 8, hi: int = 2048) -> int:
-    """A power-of-two chunk length with chunk * work_per_item near ``budget``.
-
-    It depends only on the kernel's class (never on the molecule), so one compiled
-    kernel serves every molecule; small molecules pay for a partly padded chunk,
-    which costs milliseconds."""
+    """A power-of-two chunk length with chunk * work_per_item near ``budget``."""
     c = max(lo, min(hi, budget // max(1, work_per_item)))
     return 1 << (c.bit_length() - 1)
 
 
-def run_chunked(kernel: Callable[..., Array], gathers: Sequence[tuple[Array, np.ndarray]],
-                shared: Sequence[Array], n: int, chunk: int) -> Array:
-    """Evaluate ``kernel(*gathered, *shared)`` over n items in fixed-size chunks.
+def chunked_map(kernel: Callable[..., Array], index_arrays: tuple[Array, ...], chunk: int,
+                checkpoint: bool = False) -> Array:
+    """``kernel(*[a[chunk] for a in index_arrays])`` over items in chunks of ``chunk``.
 
     Args:
-        kernel: jitted function of chunk arrays; returns [chunk, ...].
-        gathers: (source array, item indices [n]) pairs; each chunk receives
-            ``source[indices[chunk]]`` (the last chunk is padded with item 0).
-        shared: arrays passed unchanged to every chunk.
-        n: number of items; chunk: chunk length.
+        kernel: function of chunk arrays (each ``[chunk, ...]``), returning
+            ``[chunk, ...]``; close over the data it gathers from.
+        index_arrays: arrays with a leading item axis ``[n, ...]`` (usually integer
+            indices into the data), cut into chunks; the last chunk is padded with
+            copies of item 0 and the padded results are dropped.
+        chunk: chunk length (static).
+        checkpoint: rematerialise each chunk under differentiation (a pullback then
+            keeps only the chunk inputs).
 
-    Returns the concatenated results for the n items.
+    Returns the results for the n items, ``[n, ...]``.
     """
-    nchunk = max(1, -(-n // chunk))
-    outs = []
-    for c in range(nchunk):
-        sl = slice(c * chunk, min(n, (c + 1) * chunk))
-        pad = chunk - (sl.stop - sl.start)
-        args = []
-        for src, idx in gathers:
-            ii = idx[sl]
-            if pad:
-                ii = np.concatenate([ii, np.zeros(pad, dtype=ii.dtype)])
-            args.append(src[ii])
-        out = kernel(*args, *shared)
-        outs.append(out[: chunk - pad] if pad else out)
-    return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=0)
+    n = index_arrays[0].shape[0]
+    if n == 0:
+        raise ValueError("chunked_map needs at least one item")
+    chunk = min(chunk, n)
+    nchunk = -(-n // chunk)
+    pad = nchunk * chunk - n
+
+    def cut(a):
+        if pad:
+            a = jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad,) + a.shape[1:])])
+        return a.reshape((nchunk, chunk) + a.shape[1:])
+
+    body = (lambda args: kernel(*args))
+    if checkpoint:
+        body = jax.checkpoint(body)
+    if nchunk == 1:
+        out = body(tuple(a.reshape((chunk,) + a.shape[1:]) if not pad else cut(a)[0] for a in index_arrays))
+        return out[:n]
+    out = jax.lax.map(body, tuple(cut(a) for a in index_arrays))
+    out = out.reshape((nchunk * chunk,) + out.shape[2:])
+    return out[:n] if pad else out

@@ -6,21 +6,30 @@ Integrals (McMurchie & Davidson 1978; Helgaker, Jorgensen & Olsen 2000, eq. 9.9.
               sum_{tuv} E^{ab}_{tuv} sum_{tau nu phi} (-1)^{tau+nu+phi} E^{cd}_{tau nu phi}
               R_{t+tau, u+nu, v+phi}(p q / (p + q), R_PQ)
 
-Only the symmetry-unique shell quartets are computed (8-fold permutational
-symmetry: (ab|cd) = (ba|cd) = (ab|dc) = (cd|ab) = ...), and quartets whose Schwarz
-bound sqrt((ab|ab)) sqrt((cd|cd)) falls below a threshold are skipped (Haser &
-Ahlrichs 1989, J. Comput. Chem. 10, 104). Quartets of one angular-momentum class are
-further split by the primitive counts of their four shells, so a quartet of
-uncontracted shells never pays for the contraction length of a core shell (the cost
-of a quartet is proportional to Ka Kb Kc Kd); sub-classes too small to repay a
-separately compiled kernel are merged back (:func:`split_by_primitives`). The integrals are stored per quartet
-class as dense blocks [nquartet, da, db, dc, dd] (about N^4 / 8 numbers in all, never
-the full N^4 tensor), and Coulomb and exchange matrices are built directly from the
-blocks by gathering density blocks and scatter-adding the results.
+Only the symmetry-unique shell quartets are computed (8-fold permutational symmetry:
+(ab|cd) = (ba|cd) = (ab|dc) = (cd|ab) = ...), and quartets whose Schwarz bound
+sqrt((ab|ab)) sqrt((cd|cd)) falls below a threshold are skipped (Haser & Ahlrichs
+1989, J. Comput. Chem. 10, 104).
 
-The quartet plan (which quartets exist, their degeneracy weights) is decided on the
-host from a reference geometry; the integral values are JAX functions of the
-positions (Bohr) and basis parameters, so gradients and vmap over geometries work.
+**Quartet classes.** Quartets are grouped by the angular momenta of their four shells
+and, within that, by primitive counts (the cost of a quartet is proportional to
+Ka Kb Kc Kd, so a quartet of uncontracted shells should not pay for a core shell's
+contraction length). A :class:`QuartetClass` ``(ls, ks, nq)`` evaluates ``nq`` quartets
+with ``ks`` primitives per shell in one vectorised kernel; classes are chosen on the
+host for a whole batch of molecules (:func:`choose_classes`; sub-classes too small to
+repay a separately compiled kernel are merged, padding to the larger counts) and each
+molecule's quartets are assigned to the cheapest class that covers them
+(:func:`quartet_lists`).
+
+**Host / device split.** Which quartets exist is decided on the host from a geometry
+(:func:`quartet_population`). The device sees only arrays: a :class:`QuartetList` per
+class, the quartets' shell rows (indices into the shell groups of
+:mod:`mess.basis.shells`) and their weights, the degeneracy weight
+0.5^([a==b] + [c==d] + [ab==cd]) for real quartets and 0 for padding. Integral values
+are JAX functions of the positions (Bohr) and basis parameters; the integrals are
+stored per class as dense blocks [nq, da, db, dc, dd] (about N^4 / 8 numbers in all,
+never the full N^4 tensor), and Coulomb and exchange matrices are built directly from
+the blocks by gathering density blocks and scatter-adding the results.
 """
 
 from __future__ import annotations
@@ -32,12 +41,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
-from mess.basis.shells import Basis, cart_to_sph, ncart, nsph
+from mess.basis.shells import BasisLayout, BasisShape, ShellGroup, cart_to_sph, ncart, shell_data, shell_size
 from mess.integrals.hermite import hermite_e_pair, hermite_indices, hermite_r, nherm
-from mess.integrals.one_electron import unique_pairs
-from mess.integrals.pairs import chunk_size, kmax_by_l, shell_data
+from mess.integrals.pairs import chunk_size
 
 #: Work (primitive quartets times Hermite terms) that a separately compiled
 #: sub-class must save to be kept apart; about one second of compile time.
@@ -79,7 +87,6 @@ def _to_shell_basis(block: Array, ls: tuple[int, int, int, int], cart: bool) -> 
     return jnp.einsum("qabcd,aA,bB,cC,dD->qABCD", block, *m)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
 def _quartet_kernel(ls: tuple[int, int, int, int], cart: bool,
                     ea, ca, ra, eb, cb, rb, ec, cc, rc, ed, cd, rd) -> Array:
     """ERI blocks for a chunk of shell quartets of one class; [C, da, db, dc, dd]."""
@@ -102,168 +109,107 @@ def _quartet_kernel(ls: tuple[int, int, int, int], cart: bool,
     return _to_shell_basis(out, ls, cart)
 
 
+
+
+# --------------------------------------------------------------------------------------
+# Host: which quartets exist
+# --------------------------------------------------------------------------------------
+
+
+def pair_list(layout: BasisLayout) -> list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """All unique shell pairs, per pair class (la >= lb): ``(la, lb, rows_a, rows_b,
+    shells_a, shells_b)`` with group rows and layout shell indices.
+
+    Within a class with la == lb the shell with more primitives comes first (rows
+    i >= j otherwise), so the primitive-count signatures of quartets take fewer
+    distinct values."""
+    groups = {int(l): np.nonzero(layout.l == l)[0] for l in np.unique(layout.l)}
+    nprim = layout.nprim
+    out = []
+    for la, ga in groups.items():
+        for lb, gb in groups.items():
+            if lb > la:
+                continue
+            ia, ib = np.meshgrid(np.arange(len(ga)), np.arange(len(gb)), indexing="ij")
+            ia, ib = ia.ravel(), ib.ravel()
+            if la == lb:
+                keep = ia >= ib
+                ia, ib = ia[keep], ib[keep]
+            sa, sb = ga[ia], gb[ib]
+            if la == lb:
+                swap = nprim[sa] < nprim[sb]
+                ia, ib = np.where(swap, ib, ia), np.where(swap, ia, ib)
+                sa, sb = np.where(swap, sb, sa), np.where(swap, sa, sb)
+            out.append((la, lb, ia, ib, sa, sb))
+    return out
+
+
+def schwarz_bounds(layout: BasisLayout, numbers, positions) -> list[np.ndarray]:
+    """sqrt(max |(ab|ab)|) for every unique pair, per pair class of :func:`pair_list`
+    (host numpy; positions in Bohr).
+
+    Taken from libcint through PySCF (``q_cond``, per PySCF shell; a generally
+    contracted PySCF shell gives one bound for all its contractions, an upper bound)."""
+    q = _pyscf_q_cond(layout, numbers, positions)
+    return [q[layout.source[sa], layout.source[sb]] for _, _, _, _, sa, sb in pair_list(layout)]
+
+
+def _pyscf_q_cond(layout: BasisLayout, numbers, positions) -> np.ndarray:
+    from pyscf import gto
+    from pyscf.scf import _vhf
+
+    mol = gto.Mole()
+    mol.atom = [(int(z), tuple(p)) for z, p in zip(numbers, np.asarray(positions, dtype=np.float64))]
+    mol.unit = "Bohr"
+    mol.basis = layout.name
+    mol.cart = layout.cart
+    mol.spin = int(sum(int(z) for z in numbers)) % 2
+    mol.verbose = 0
+    mol.build()
+    opt = _vhf._VHFOpt(mol, "int2e", "CVHFnrs8_prescreen", "CVHFnr_int2e_q_cond", "CVHFnr_dm_cond")
+    opt.init_cvhf_direct(mol, "int2e", "CVHFnr_int2e_q_cond")
+    q = np.asarray(opt.q_cond)
+    if q.shape != (mol.nbas, mol.nbas):
+        raise RuntimeError(f"PySCF's q_cond has shape {q.shape}, expected {(mol.nbas, mol.nbas)}")
+    return q
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class QuartetClass:
-    """Unique shell quartets of one angular-momentum class (host data).
+class QuartetPopulation:
+    """A molecule's unique, screened quartets per angular-momentum class (host data).
 
-    ``rows`` are group-local shell rows (index into :func:`shell_data` arrays) of the
-    four shells, ``shells`` their global shell indices, ``ks`` the number of primitives
-    the kernel evaluates per shell, and ``scale`` the degeneracy
-    weight 0.5^([a==b] + [c==d] + [ab==cd]) used by :func:`get_jk`.
-    """
+    ``classes[ls] = (sigs [nq, 4], rows [4, nq], nsame [nq])``: the primitive counts of
+    the four shells, their group rows, and the number of coinciding index pairs
+    (a == b, c == d, ab == cd), which fixes the degeneracy weight 0.5^nsame."""
 
-    ls: tuple[int, int, int, int]
-    ks: tuple[int, int, int, int]  # primitives per shell (padded to the class's largest)
-    rows: np.ndarray  # [4, nq]
-    shells: np.ndarray  # [4, nq]
-    scale: np.ndarray  # [nq]
+    classes: dict[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
-    @property
-    def size(self) -> int:
-        return self.scale.shape[0]
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class EriPlan:
-    """Which ERI blocks exist and where they go: the host-side, shape-fixing part."""
-
-    classes: tuple[QuartetClass, ...]
-    ao_offsets: np.ndarray
-    nao: int
-    cart: bool
-    threshold: float
+    def signature_counts(self) -> dict[tuple[tuple[int, ...], tuple[int, ...]], int]:
+        """``{(ls, primitive counts): number of quartets}``."""
+        out = {}
+        for ls, (sigs, _, _) in self.classes.items():
+            uniq, counts = np.unique(sigs, axis=0, return_counts=True)
+            for u, c in zip(uniq, counts):
+                out[(ls, tuple(int(k) for k in u))] = int(c)
+        return out
 
     @property
     def nquartets(self) -> int:
-        return sum(c.size for c in self.classes)
-
-    @property
-    def nvalues(self) -> int:
-        """Number of stored integral values."""
-        sz = (lambda l: ncart(l)) if self.cart else nsph
-        return sum(c.size * int(np.prod([sz(l) for l in c.ls])) for c in self.classes)
-
-    @functools.cached_property
-    def shell_indices(self) -> tuple[Array, ...]:
-        """Global shell indices [4, nq] (int32) of every class, as device arrays.
-
-        Made once per plan, outside any trace, and handed to :func:`get_jk` as
-        arguments, so compiled J/K programs never capture per-quartet index tables
-        (which grow as N^4) as constants."""
-        with jax.ensure_compile_time_eval():
-            return tuple(jnp.asarray(c.shells, dtype=jnp.int32) for c in self.classes)
+        return sum(v[0].shape[0] for v in self.classes.values())
 
 
-def _pair_list(basis: Basis):
-    """All unique shell pairs: list of (la, lb, rows_a, rows_b, shells_a, shells_b).
+def quartet_population(layout: BasisLayout, bounds: list[np.ndarray] | None,
+                       threshold: float = SCHWARZ_THRESHOLD) -> QuartetPopulation:
+    """Unique shell quartets with Schwarz bound above ``threshold``.
 
-    Within a class with la == lb the shell with more primitives comes first, so the
-    primitive-count signatures of quartets take fewer distinct values."""
-    nprim = np.asarray(basis.shell_nprim)
-    out = []
-    for la, lb, ia, ib, sa, sb in unique_pairs(basis):
-        if la == lb:
-            swap = nprim[sa] < nprim[sb]
-            ia, ib = np.where(swap, ib, ia), np.where(swap, ia, ib)
-            sa, sb = np.where(swap, sb, sa), np.where(swap, sa, sb)
-        out.append((la, lb, ia, ib, sa, sb))
-    return out
-
-
-def _work_per_primitive(ls: tuple[int, int, int, int]) -> int:
-    """Kernel work per primitive quartet of a class (Hermite R terms and contractions)."""
-    nab, ncd = nherm(ls[0] + ls[1]), nherm(ls[2] + ls[3])
-    return nherm(sum(ls)) + nab * ncd
-
-
-def split_by_primitives(ls: tuple[int, int, int, int], sigs: np.ndarray,
-                        split_work: float | None = None) -> list[tuple[tuple[int, ...], np.ndarray]]:
-    """Group the quartets of one class by primitive counts ``sigs`` [nq, 4].
-
-    Starts from one group per distinct signature and greedily merges the two groups
-    whose union (padded to the element-wise largest counts) adds the least work,
-    while that extra work is below ``split_work`` (the work a separate kernel must
-    save to repay its compilation). Returns (padded counts, quartet indices) pairs."""
-    split_work = SPLIT_WORK if split_work is None else split_work
-    uniq, inverse = np.unique(sigs, axis=0, return_inverse=True)
-    inverse = inverse.ravel()
-    groups = [(tuple(int(k) for k in u), np.nonzero(inverse == i)[0]) for i, u in enumerate(uniq)]
-    unit = _work_per_primitive(ls)
-
-    def work(ks, n):
-        return float(n) * float(np.prod(ks)) * unit
-
-    while len(groups) > 1:
-        best = None
-        for i in range(len(groups)):
-            for j in range(i):
-                (ki, qi), (kj, qj) = groups[i], groups[j]
-                km = tuple(max(x, y) for x, y in zip(ki, kj))
-                extra = work(km, qi.size + qj.size) - work(ki, qi.size) - work(kj, qj.size)
-                if best is None or extra < best[0]:
-                    best = (extra, i, j, km)
-        extra, i, j, km = best
-        if extra >= split_work:
-            break
-        merged = (km, np.sort(np.concatenate([groups[i][1], groups[j][1]])))
-        groups = [g for k, g in enumerate(groups) if k not in (i, j)] + [merged]
-    return groups
-
-
-def schwarz_bounds(basis: Basis, positions: Array) -> list[np.ndarray]:
-    """sqrt(max |(ab|ab)|) for every unique pair, per pair class (host numpy).
-
-    Taken from libcint through PySCF (``q_cond``, per PySCF shell; a generally
-    contracted PySCF shell gives one bound for all its contractions, an upper bound);
-    if that interface is unavailable the diagonal blocks are computed here."""
-    q = _pyscf_q_cond(basis, positions)
-    out = []
-    if q is not None:
-        src = np.asarray(basis.shell_source)
-        for la, lb, ia, ib, sa, sb in _pair_list(basis):
-            out.append(q[src[sa], src[sb]])
-        return out
-    data = shell_data(basis, positions)
-    kmax = kmax_by_l(basis)
-    for la, lb, ia, ib, _, _ in _pair_list(basis):
-        ks = (kmax[la], kmax[lb], kmax[la], kmax[lb])
-        blocks = class_blocks(basis.cart, data, (la, lb, la, lb), ks, np.stack([ia, ib, ia, ib]))
-        diag = np.asarray(jnp.max(jnp.abs(blocks.reshape(blocks.shape[0], -1)), axis=1))
-        out.append(np.sqrt(diag))
-    return out
-
-
-def _pyscf_q_cond(basis: Basis, positions) -> np.ndarray | None:
-    try:
-        from pyscf import gto
-        from pyscf.scf import _vhf
-
-        mol = gto.Mole()
-        mol.atom = [(int(z), tuple(p)) for z, p in zip(basis.numbers, np.asarray(positions))]
-        mol.unit = "Bohr"
-        mol.basis = basis.name
-        mol.cart = basis.cart
-        mol.spin = sum(basis.numbers) % 2
-        mol.verbose = 0
-        mol.build()
-        opt = _vhf._VHFOpt(mol, "int2e", "CVHFnrs8_prescreen", "CVHFnr_int2e_q_cond", "CVHFnr_dm_cond")
-        opt.init_cvhf_direct(mol, "int2e", "CVHFnr_int2e_q_cond")
-        q = np.asarray(opt.q_cond)
-        if q.shape != (mol.nbas, mol.nbas):
-            return None
-        return q
-    except Exception:  # a private PySCF interface: fall back to our own kernels
-        return None
-
-
-def make_eri_plan(basis: Basis, positions: Array, threshold: float = SCHWARZ_THRESHOLD) -> EriPlan:
-    """Unique shell quartets with Schwarz bound above ``threshold`` at ``positions`` (Bohr).
-
-    ``threshold = 0`` keeps every quartet (a plan valid for any geometry)."""
-    pairs = _pair_list(basis)
-    bounds = schwarz_bounds(basis, positions) if threshold > 0 else [np.ones(len(p[2])) for p in pairs]
-    nprim = np.asarray(basis.shell_nprim)
-    classes = []
+    ``bounds`` are :func:`schwarz_bounds` at the geometry of interest; ``None`` (or
+    ``threshold = 0``) keeps every unique quartet, a list valid for any geometry."""
+    pairs = pair_list(layout)
+    if bounds is None or threshold <= 0:
+        bounds = [np.ones(len(p[2])) for p in pairs]
+        threshold = 0.0
+    nprim = layout.nprim
+    out: dict = {}
     for u, (la, lb, ia, ib, sa, sb) in enumerate(pairs):
         for v in range(u + 1):
             lc, ld, ic, id_, sc, sd = pairs[v]
@@ -283,13 +229,65 @@ def make_eri_plan(basis: Basis, positions: Array, threshold: float = SCHWARZ_THR
                 P, Q = np.where(swap, Q, P), np.where(swap, P, Q)
             shells = np.stack([sa[P], sb[P], sc[Q], sd[Q]])
             rows = np.stack([ia[P], ib[P], ic[Q], id_[Q]])
-            nsame = (shells[0] == shells[1]).astype(int) + (shells[2] == shells[3]) + ((u == v) & (P == Q))
-            ls = (la, lb, lc, ld)
-            for ks, q in split_by_primitives(ls, nprim[shells].T):
-                classes.append(QuartetClass(ls=ls, ks=ks, rows=rows[:, q], shells=shells[:, q],
-                                            scale=0.5 ** nsame[q]))
-    return EriPlan(classes=tuple(classes), ao_offsets=basis.ao_offsets, nao=basis.nao,
-                   cart=basis.cart, threshold=float(threshold))
+            nsame = ((shells[0] == shells[1]).astype(np.int64) + (shells[2] == shells[3])
+                     + ((u == v) & (P == Q)))
+            out[(la, lb, lc, ld)] = (nprim[shells].T.copy(), rows, nsame)
+    return QuartetPopulation(out)
+
+
+def _work_per_primitive(ls: tuple[int, int, int, int]) -> int:
+    """Kernel work per primitive quartet of a class (Hermite R terms and contractions)."""
+    nab, ncd = nherm(ls[0] + ls[1]), nherm(ls[2] + ls[3])
+    return nherm(sum(ls)) + nab * ncd
+
+
+def split_by_primitives(ls: tuple[int, int, int, int], sigs: np.ndarray, split_work: float | None = None,
+                        counts: np.ndarray | None = None) -> list[tuple[tuple[int, ...], np.ndarray]]:
+    """Group primitive-count signatures ``sigs`` [m, 4] of one class.
+
+    Each row stands for ``counts[i]`` quartets (default 1). Starts from one group per
+    distinct signature and greedily merges the two groups whose union (padded to the
+    element-wise largest counts) adds the least work, while that extra work is below
+    ``split_work`` (the work a separate kernel must save to repay its compilation).
+    Returns (padded counts, row indices) pairs."""
+    split_work = SPLIT_WORK if split_work is None else split_work
+    sigs = np.asarray(sigs)
+    counts = np.ones(len(sigs)) if counts is None else np.asarray(counts, dtype=float)
+    uniq, inverse = np.unique(sigs, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    groups = []
+    for i, u in enumerate(uniq):
+        members = np.nonzero(inverse == i)[0]
+        groups.append((tuple(int(k) for k in u), members, float(counts[members].sum())))
+    unit = _work_per_primitive(ls)
+
+    def work(ks, n):
+        return n * float(np.prod(ks)) * unit
+
+    while len(groups) > 1:
+        best = None
+        for i in range(len(groups)):
+            for j in range(i):
+                (ki, qi, ni), (kj, qj, nj) = groups[i], groups[j]
+                km = tuple(max(x, y) for x, y in zip(ki, kj))
+                extra = work(km, ni + nj) - work(ki, ni) - work(kj, nj)
+                if best is None or extra < best[0]:
+                    best = (extra, i, j, km)
+        extra, i, j, km = best
+        if extra >= split_work:
+            break
+        merged = (km, np.sort(np.concatenate([groups[i][1], groups[j][1]])), groups[i][2] + groups[j][2])
+        groups = [g for k, g in enumerate(groups) if k not in (i, j)] + [merged]
+    return [(ks, q) for ks, q, _ in groups]
+
+
+def size_bucket(n: int) -> int:
+    """A padded size >= n taking few distinct values: the next power of two up to 8,
+    then m 2^k with m in 4..8 (at most 25% padding)."""
+    if n <= 8:
+        return 1 << max(0, (n - 1).bit_length())
+    k = n.bit_length() - 3
+    return -(-n // (1 << k)) << k
 
 
 def class_chunk(ls: tuple[int, int, int, int], ks: tuple[int, int, int, int]) -> int:
@@ -301,114 +299,190 @@ def class_chunk(ls: tuple[int, int, int, int], ks: tuple[int, int, int, int]) ->
     return chunk_size(work)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _class_program(ls: tuple[int, int, int, int], ks: tuple[int, int, int, int], cart: bool, chunk: int,
-                   data, rows) -> Array:
-    """All quartets of one class: ``rows`` [4, nq] (nq a multiple of ``chunk``) index the
-    per-l shell data, of which the first ``ks`` primitives are used; chunks run
-    sequentially (``lax.map``) to bound memory. Each chunk is rematerialised
-    (``jax.checkpoint``) when differentiated, so a pullback stores only the chunks'
-    row indices, not every primitive quartet's Hermite intermediates."""
-    nq = rows.shape[1]
-    rows = rows.reshape(4, nq // chunk, chunk).transpose(1, 0, 2)
+@dataclasses.dataclass(frozen=True)
+class QuartetClass:
+    """Static description of one quartet class: angular momenta ``ls``, primitives per
+    shell ``ks`` and the padded number of quartets ``nq`` (a multiple of
+    :attr:`chunk`). Hashed by value; part of a batch signature."""
+
+    ls: tuple[int, int, int, int]
+    ks: tuple[int, int, int, int]
+    nq: int
+
+    @property
+    def chunk(self) -> int:
+        return min(class_chunk(self.ls, self.ks), self.nq)
+
+    def covers(self, ls, sig) -> bool:
+        return tuple(ls) == self.ls and all(s <= k for s, k in zip(sig, self.ks))
+
+    def work(self) -> float:
+        """Kernel work of the class (primitive quartets times Hermite terms)."""
+        return self.nq * float(np.prod(self.ks)) * _work_per_primitive(self.ls)
+
+    def nvalues(self, cart: bool) -> int:
+        """Integral values the class stores."""
+        return self.nq * int(np.prod([shell_size(l, cart) for l in self.ls]))
+
+
+def choose_class_shapes(counts: list[dict], split_work: float | None = None
+                        ) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """``(ls, ks)`` of the classes for a set of molecules, from each molecule's
+    :meth:`QuartetPopulation.signature_counts`: per angular-momentum class, the
+    signatures are merged by :func:`split_by_primitives` with each signature weighted by
+    its largest count over the molecules."""
+    by_ls: dict = {}
+    for c in counts:
+        for (ls, sig), n in c.items():
+            d = by_ls.setdefault(ls, {})
+            d[sig] = max(d.get(sig, 0), n)
+    out = []
+    for ls in sorted(by_ls):
+        sigs = np.asarray(sorted(by_ls[ls]))
+        weights = np.asarray([by_ls[ls][tuple(s)] for s in sigs])
+        for ks, _ in split_by_primitives(ls, sigs, split_work, weights):
+            out.append((ls, tuple(int(k) for k in ks)))
+    return out
+
+
+def assign_classes(population: QuartetPopulation, shapes) -> dict[int, tuple[tuple, np.ndarray]] | None:
+    """Quartet indices of ``population`` per class position in ``shapes`` (a sequence of
+    ``(ls, ks)``): every quartet goes to the cheapest class covering its primitive
+    counts (first on ties), as ``{class position: (ls, quartet indices within ls)}``.
+    Returns None if some quartet has no covering class."""
+    out: dict[int, list] = {}
+    for ls, (sigs, _, _) in population.classes.items():
+        cands = [(float(np.prod(ks)), i, np.asarray(ks)) for i, (cls_ls, ks) in enumerate(shapes) if cls_ls == ls]
+        if not cands:
+            return None
+        cands.sort(key=lambda t: (t[0], t[1]))
+        uniq, inverse = np.unique(sigs, axis=0, return_inverse=True)
+        inverse = inverse.ravel()
+        for u_i, u in enumerate(uniq):
+            target = next((i for _, i, ks in cands if np.all(u <= ks)), None)
+            if target is None:
+                return None
+            out.setdefault(target, []).append(np.nonzero(inverse == u_i)[0])
+    return {i: (shapes[i][0], np.sort(np.concatenate(v))) for i, v in out.items()}
+
+
+def padded_quartet_count(n: int, ls, ks) -> int:
+    """Padded length of a class list holding ``n`` quartets: a multiple of the chunk
+    length, with the number of chunks rounded by :func:`size_bucket`."""
+    chunk = class_chunk(tuple(ls), tuple(ks))
+    nchunk = max(1, -(-n // chunk))
+    return size_bucket(nchunk) * chunk
+
+
+class QuartetList(eqx.Module):
+    """One class's quartets of one molecule (arrays; padded to the class's ``nq``).
+
+    Attributes:
+        rows: ``[4, nq]`` group rows of the four shells (padding: 0).
+        weights: ``[nq]`` degeneracy weight 0.5^([a==b] + [c==d] + [ab==cd]) (a quartet
+            standing for 8, 4, 2 or 1 permutations of the full tensor), 0 for padding.
+    """
+
+    rows: Int[Array, "4 nq"]
+    weights: Float[Array, " nq"]
+
+
+def quartet_lists(population: QuartetPopulation, classes: tuple[QuartetClass, ...]) -> tuple[QuartetList, ...]:
+    """A molecule's padded :class:`QuartetList` per class (host numpy). Raises
+    ``ValueError`` if the classes do not cover its quartets or are too short."""
+    assigned = assign_classes(population, [(c.ls, c.ks) for c in classes])
+    if assigned is None:
+        raise ValueError("quartet classes do not cover this molecule's quartets")
+    out = []
+    for i, cls in enumerate(classes):
+        rows = np.zeros((4, cls.nq), dtype=np.int32)
+        weights = np.zeros(cls.nq)
+        if i in assigned:
+            ls, q = assigned[i]
+            _, r, nsame = population.classes[ls]
+            if q.size > cls.nq:
+                raise ValueError(f"quartet class {cls.ls}/{cls.ks} holds {cls.nq} quartets, needs {q.size}")
+            rows[:, :q.size] = r[:, q]
+            weights[:q.size] = 0.5 ** nsame[q]
+        out.append(QuartetList(rows, weights))
+    return tuple(out)
+
+
+def class_counts(population: QuartetPopulation, shapes) -> list[int] | None:
+    """Quartets of ``population`` per class ``(ls, ks)`` in ``shapes`` (None if not covered)."""
+    assigned = assign_classes(population, shapes)
+    if assigned is None:
+        return None
+    return [int(assigned[i][1].size) if i in assigned else 0 for i in range(len(shapes))]
+
+
+# --------------------------------------------------------------------------------------
+# Device: integral blocks and J/K
+# --------------------------------------------------------------------------------------
+
+
+def class_blocks(cls: QuartetClass, shape: BasisShape, data, quartets: QuartetList,
+                 chunk: int | None = None) -> Float[Array, "nq da db dc dd"]:
+    """ERI blocks [nq, da, db, dc, dd] (Hartree) of one quartet class.
+
+    ``data`` is :func:`mess.basis.shells.shell_data`; ``quartets`` the class's list. The
+    quartets are evaluated in chunks of ``chunk`` (default :attr:`QuartetClass.chunk`)
+    run sequentially (``lax.map``) to bound memory; each chunk is rematerialised
+    (``jax.checkpoint``) when differentiated, so a pullback stores only row indices,
+    not every primitive quartet's Hermite intermediates. Padding quartets give finite
+    blocks (they are weighted 0 in J/K)."""
+    ls, ks = cls.ls, cls.ks
+    chunk = cls.chunk if chunk is None else chunk
+    nq = quartets.rows.shape[1]
+    if nq % chunk:
+        raise ValueError(f"quartet list of length {nq} is not a multiple of the chunk {chunk}")
+    gdata = []
+    for k in range(4):
+        e, c, x = data[shape.index(ls[k])]
+        gdata.append((e[:, :ks[k]], c[:, :ks[k]], x))
+    rows = jnp.asarray(quartets.rows).reshape(4, nq // chunk, chunk).transpose(1, 0, 2)
 
     def one_chunk(r):
         args = []
         for k in range(4):
-            e, c, x = data[k]
-            args += [e[r[k], :ks[k]], c[r[k], :ks[k]], x[r[k]]]
-        return _quartet_kernel(ls, cart, *args)
+            e, c, x = gdata[k]
+            args += [e[r[k]], c[r[k]], x[r[k]]]
+        return _quartet_kernel(ls, shape.cart, *args)
 
     out = jax.lax.map(jax.checkpoint(one_chunk), rows)
     return out.reshape((nq,) + out.shape[2:])
 
 
-def size_bucket(n: int) -> int:
-    """A padded size >= n taking few distinct values, so compiled kernels are shared
-    by molecules: the next power of two up to 8, then m 2^k with m in 4..8 (at most
-    25% padding)."""
-    if n <= 8:
-        return 1 << max(0, (n - 1).bit_length())
-    k = n.bit_length() - 3
-    return -(-n // (1 << k)) << k
+def eri_blocks(shape: BasisShape, classes: tuple[QuartetClass, ...], groups: tuple[ShellGroup, ...],
+               positions: Float[Array, "natom 3"], quartets: tuple[QuartetList, ...]) -> tuple[Array, ...]:
+    """ERI blocks of every class, each [nq, da, db, dc, dd] (Hartree)."""
+    data = shell_data(shape, groups, positions)
+    return tuple(class_blocks(c, shape, data, q) for c, q in zip(classes, quartets))
 
 
-def _bucketed_data(data, l: int, k: int):
-    """Shell data of angular momentum l cut to k primitives, with rows padded to a
-    power of two, at least 16 (padding shells have exponent 1, coefficient 0 and
-    centre 0 and are never referenced; the arrays are small, the padding is free)."""
-    e, c, x = data[l]
-    e, c = e[:, :k], c[:, :k]
-    n = e.shape[0]
-    pad = max(16, 1 << (n - 1).bit_length()) - n
-    if pad:
-        e = jnp.concatenate([e, jnp.ones((pad, k), e.dtype)])
-        c = jnp.concatenate([c, jnp.zeros((pad, k), c.dtype)])
-        x = jnp.concatenate([x, jnp.zeros((pad, 3), x.dtype)])
-    return e, c, x
+def ao_indices(shape: BasisShape, l: int, rows: Int[Array, " nq"]) -> Int[Array, "nq size"]:
+    """Engine AO indices [nq, size] of the functions of the shells at group ``rows``."""
+    base = shape.offsets[shape.index(l)]
+    size = shape.size(l)
+    return base + rows[:, None] * size + jnp.arange(size, dtype=rows.dtype)
 
 
-def class_blocks(cart: bool, data, ls, ks, rows) -> Array:
-    """ERI blocks [nq, da, db, dc, dd] (Hartree) of one quartet class.
-
-    ``data`` is :func:`mess.integrals.pairs.shell_data`; ``ls``/``ks`` the class's
-    angular momenta and primitive counts; ``rows`` [4, nq] its shells' rows in
-    ``data``. The compiled kernel's shapes depend only on the class, the bucketed
-    shell counts and the bucketed number of chunks, so one compilation serves many
-    molecules (and, called eagerly, its derivative programs too)."""
-    chunk = class_chunk(tuple(ls), tuple(ks))
-    nq = rows.shape[1]
-    pad = size_bucket(-(-nq // chunk)) * chunk - nq
-    if pad:
-        rows = np.concatenate([rows, np.zeros((4, pad), dtype=rows.dtype)], axis=1)
-    args = tuple(_bucketed_data(data, l, k) for l, k in zip(ls, ks))
-    out = _class_program(tuple(ls), tuple(ks), cart, chunk, args, rows)
-    return out[:nq] if pad else out
-
-
-def eri_blocks(plan: EriPlan, basis: Basis, positions: Float[Array, "natom 3"]) -> list[Array]:
-    """ERI blocks of every class in ``plan``, each [nq, da, db, dc, dd] (Hartree).
-
-    Each class runs as its own compiled kernel, whose shapes are bucketed so that
-    other geometries and other molecules reuse it; under ``jax.jit`` the kernels
-    are traced into the caller's program."""
-    data = shell_data(basis, positions)
-    return [class_blocks(basis.cart, data, c.ls, c.ks, c.rows) for c in plan.classes]
-
-
-def ao_indices(offsets: Array, shells: Array, size: int) -> Array:
-    """AO indices [nq, size] of the functions of shells ``shells`` [nq]."""
-    return offsets[shells][:, None] + jnp.arange(size, dtype=shells.dtype)
-
-
-def degeneracy_scale(shells: Array) -> Array:
-    """Weight 0.5^([a==b] + [c==d] + [ab==cd]) of unique quartets ``shells`` [4, nq]
-    (a quartet standing for 8, 4, 2 or 1 permutations of the full tensor)."""
-    a, b, c, d = shells
-    n = (a == b).astype(jnp.int32) + (c == d) + ((a == c) & (b == d))
-    one = jnp.ones((), jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32)
-    return jnp.ldexp(one, -n)  # exact powers of two
-
-
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("with_j", "with_k"))
-def get_jk(plan: EriPlan, blocks: list[Array], dm: Float[Array, "... nao nao"],
-           with_j: bool = True, with_k: bool = True,
-           shells: tuple[Array, ...] | None = None) -> tuple[Array, Array]:
+def get_jk(shape: BasisShape, classes: tuple[QuartetClass, ...], quartets: tuple[QuartetList, ...],
+           blocks: tuple[Array, ...], dm: Float[Array, "... nao nao"], with_j: bool = True,
+           with_k: bool = True) -> tuple[Array, Array]:
     """Coulomb J_{mn} = sum_{ls} (mn|ls) D_{ls} and exchange K_{mn} = sum_{ls} (ml|ns) D_{ls}.
 
     ``dm`` holds one or more symmetric density matrices [..., nao, nao]; J and K have
-    the same shape. Each unique block contributes through all eight permutations,
-    weighted by its degeneracy scale, and J = J' + J'^T, K = K' + K'^T. ``shells``
-    are the classes' shell indices (default ``plan.shell_indices``).
+    the same shape (zeros where not requested). Each unique block contributes through
+    all eight permutations, weighted by its degeneracy weight (0 for padding), and
+    J = J' + J'^T, K = K' + K'^T.
     """
-    shells = plan.shell_indices if shells is None else shells
-    offsets = jnp.asarray(plan.ao_offsets, dtype=jnp.int32)
-    size = ncart if plan.cart else nsph
     jp = jnp.zeros_like(dm)
     kp = jnp.zeros_like(dm)
-    for cls, blk, sh in zip(plan.classes, blocks, shells):
-        ia, ib, ic, id_ = (ao_indices(offsets, sh[k], size(cls.ls[k])) for k in range(4))
-        scale = degeneracy_scale(sh).astype(dm.dtype)[:, None, None]
+    for cls, q, blk in zip(classes, quartets, blocks):
+        rows = jnp.asarray(q.rows)
+        ia, ib, ic, id_ = (ao_indices(shape, cls.ls[k], rows[k]) for k in range(4))
+        scale = jnp.asarray(q.weights, dm.dtype)[:, None, None]
 
         def dblock(x, y):  # density blocks [..., nq, dx, dy], scaled by the degeneracy weight
             return dm[..., x[:, :, None], y[:, None, :]] * scale
@@ -451,45 +525,24 @@ def _contract(blk: Float[Array, "nq da db dc dd"], d: Float[Array, "... nq x y"]
     return prod.sum(axis=tuple(lead + ax for ax in summed))
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
-def eri_tensor(plan: EriPlan, blocks: list[Array]) -> Float[Array, "nao nao nao nao"]:
-    """The full [nao]^4 ERI tensor from the unique blocks (for tests and small systems)."""
-    n = plan.nao
+
+
+def eri_tensor(shape: BasisShape, classes: tuple[QuartetClass, ...], quartets: tuple[QuartetList, ...],
+               blocks: tuple[Array, ...]) -> Float[Array, "nao nao nao nao"]:
+    """The full [nao]^4 ERI tensor (engine AO order) from the unique blocks, for tests
+    and small systems. Padding quartets are skipped by their zero weight."""
+    n = shape.nao
     out = jnp.zeros((n, n, n, n), dtype=blocks[0].dtype if blocks else jnp.float64)
-    offsets = jnp.asarray(plan.ao_offsets, dtype=jnp.int32)
-    size = ncart if plan.cart else nsph
-    for cls, blk, sh in zip(plan.classes, blocks, plan.shell_indices):
-        ia, ib, ic, id_ = (ao_indices(offsets, sh[k], size(cls.ls[k])) for k in range(4))
+    for cls, q, blk in zip(classes, quartets, blocks):
+        rows = jnp.asarray(q.rows)
+        ia, ib, ic, id_ = (ao_indices(shape, cls.ls[k], rows[k]) for k in range(4))
+        ia = jnp.where((jnp.asarray(q.weights) > 0)[:, None], ia, n)  # padding: dropped
         for (w, x, y, z), perm in [((ia, ib, ic, id_), (0, 1, 2, 3)), ((ib, ia, ic, id_), (1, 0, 2, 3)),
                                    ((ia, ib, id_, ic), (0, 1, 3, 2)), ((ib, ia, id_, ic), (1, 0, 3, 2)),
                                    ((ic, id_, ia, ib), (2, 3, 0, 1)), ((id_, ic, ia, ib), (3, 2, 0, 1)),
                                    ((ic, id_, ib, ia), (2, 3, 1, 0)), ((id_, ic, ib, ia), (3, 2, 1, 0))]:
             val = jnp.transpose(blk, (0,) + tuple(p + 1 for p in perm))
-            out = out.at[w[:, :, None, None, None], x[:, None, :, None, None],
-                         y[:, None, None, :, None], z[:, None, None, None, :]].set(val)
+            idx = (w[:, :, None, None, None], x[:, None, :, None, None], y[:, None, None, :, None],
+                   z[:, None, None, None, :])
+            out = out.at[idx].set(val, mode="drop")
     return out
-
-
-class BlockJK(eqx.Module):
-    """J/K builder over stored ERI blocks: ``jk(dm) -> (J, K)`` (see :func:`get_jk`).
-
-    The plan is static (host data); the blocks and the quartets' shell indices are
-    array leaves, so a jitted SCF compiled for one geometry serves another geometry
-    with the same plan, and no index table is compiled in as a constant."""
-
-    plan: EriPlan = eqx.field(static=True)
-    blocks: list[Array]
-    with_k: bool = eqx.field(static=True, default=True)
-    shells: tuple[Array, ...] | None = None
-
-    def __post_init__(self):
-        if self.shells is None:
-            object.__setattr__(self, "shells", self.plan.shell_indices)
-
-    def __call__(self, dm):
-        return _block_jk(self, dm)
-
-
-@eqx.filter_jit
-def _block_jk(jk: BlockJK, dm):
-    return get_jk(jk.plan, jk.blocks, dm, with_k=jk.with_k, shells=jk.shells)

@@ -118,3 +118,29 @@ def _eigh_safe_jvp(primals, tangents):
     dw = (cluster @ jnp.diagonal(da_v, axis1=-2, axis2=-1)[..., None])[..., 0] / jnp.sum(cluster, axis=-1)
     dv = v @ (f * da_v)
     return (w, v), (dw, dv)
+
+
+def reorthonormalise(
+    c0: Float[Array, "n n"], mask: Bool[Array, " n"], overlap: Float[Array, "n n"],
+    ref_overlap: Float[Array, "n n"] | None = None,
+) -> Float[Array, "n n"]:
+    """Columns ``mask`` of ``c0`` made orthonormal in the metric ``overlap``:
+    ``C = C0 L^-T L0^T`` with ``L L^T = C0^T S C0`` (Cholesky) and ``L0`` the same for
+    ``ref_overlap`` (the metric ``c0`` is orthonormal in; default: identity). Equal to
+    ``c0`` when ``overlap == ref_overlap``; columns outside ``mask`` are unchanged.
+
+    This is how orbitals follow a geometry (or basis) change at fixed occupations: the
+    derivative of the energy at these orbitals is the analytic gradient (the Pulay
+    term -tr(W dS) comes from differentiating L). Cholesky factors have finite
+    derivatives for degenerate orbitals, unlike eigendecomposition-based square roots.
+    ``ref_overlap`` enters without derivative."""
+    both = mask[:, None] & mask[None, :]
+    eye = jnp.eye(c0.shape[-1], dtype=c0.dtype)
+
+    def factor(metric):
+        a = c0.T @ metric @ c0
+        return jnp.linalg.cholesky(jnp.where(both, 0.5 * (a + a.T), eye))
+
+    rhs = eye if ref_overlap is None else jax.lax.stop_gradient(factor(ref_overlap)).T
+    x = jax.scipy.linalg.solve_triangular(factor(overlap).T, rhs, lower=False)
+    return c0 @ x

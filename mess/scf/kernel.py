@@ -1,7 +1,7 @@
 """The SCF kernel: Roothaan-Hall / Pople-Nesbet iterations with CDIIS, under jit.
 
-The iteration follows PySCF's ``scf.hf.kernel`` step by step so that, from the same
-initial density, it converges to the same state:
+The plain iteration follows PySCF's ``scf.hf.kernel`` step by step so that, from the
+same initial density, it converges to the same state:
 
 1. ``F = h + veff[D]``; damping (cycles before DIIS), CDIIS extrapolation
    (cycles ``>= diis_start_cycle``), level shift;
@@ -11,11 +11,20 @@ initial density, it converges to the same state:
    Fock matrix, accepted with the looser tolerances ``10 conv_tol`` or
    ``3 conv_tol_grad`` (PySCF's ``conv_check``).
 
-Beyond PySCF, a fallback phase (see :class:`SCFOptions`) takes over when the plain
-iteration has not converged after ``fallback_cycle`` cycles: trust-region Newton
-steps on the orbital rotations (:mod:`mess.scf.newton`, default) or DIIS restarted
-with a level shift. It converges open-shell cases (e.g. NO/STO-3G) where PySCF's
-DIIS oscillates.
+The work is split into phases over one :class:`SCFState`, so that a batch (``vmap``)
+can run them separately and a fallback costs nothing for the items that do not need
+it: :func:`initial_state`, :func:`diis_phase` (the plain iteration, up to
+``max_cycle`` cycles), :func:`fixed_cycles` (exactly N cycles, no convergence test:
+QM1B's mode), :func:`fallback_phase` (for a state that did not converge: trust-region
+Newton steps on the orbital rotations, :mod:`mess.scf.newton`, or DIIS restarted with
+a level shift) and :func:`finalize`. Each phase is a ``while_loop`` whose condition is
+false for a converged state, so under ``vmap`` a batch in which every item converged
+never runs a fallback step. :func:`scf` composes them for one molecule.
+
+A state converged by second-order steps keeps its occupations (which need not be
+aufbau for a degenerate open shell, e.g. the pi* electron of NO) and is canonicalised
+within its occupied and virtual spaces, as PySCF's second-order solver does; it is not
+re-diagonalised with aufbau filling, which would jump to another state.
 
 References: Roothaan, Rev. Mod. Phys. 23, 69 (1951); Pople & Nesbet, J. Chem. Phys.
 22, 571 (1954); Pulay, Chem. Phys. Lett. 73, 393 (1980) and J. Comput. Chem. 3, 556
@@ -31,7 +40,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from mess.scf.diis import DIISState, commutator_error, diis_init, diis_reset, diis_update
-from mess.scf.eig import eig, orthogonalizer
+from mess.scf.eig import REMOVED_ORBITAL_ENERGY, eig, eigh_safe, orthogonalizer
 from mess.scf.newton import newton_step, rotation_mask
 from mess.scf.occupation import aufbau, channel_occupancy, make_rdm1
 from mess.scf.options import SCFOptions
@@ -54,14 +63,81 @@ class _Step(eqx.Module):
     grad_norm: Float[Array, ""]
 
 
-class _LoopState(eqx.Module):
+class SCFState(eqx.Module):
+    """The iteration's state between phases (a pytree of arrays).
+
+    Attributes:
+        cycle: cycles run so far (all phases).
+        step: the current density and what is attached to it.
+        fock_last: the Fock matrix used in the last cycle (for damping).
+        diis: the CDIIS history.
+        converged: the convergence test of the phase that ran last passed.
+        second_order: the state was converged by second-order steps.
+        history: total energy of the initial density and after each cycle (nan-padded).
+        radius: trust radius of the second-order phase.
+    """
+
     cycle: Int[Array, ""]
     step: _Step
     fock_last: Float[Array, "c n n"]
     diis: DIISState
     converged: Bool[Array, ""]
+    second_order: Bool[Array, ""]
     history: Float[Array, " h"]
     radius: Float[Array, ""]
+
+
+class SCFProblem(eqx.Module):
+    """What the iterations need for one molecule: integrals, the two-electron potential,
+    the orthogonaliser and the occupations (arrays and a veff pytree; statics)."""
+
+    overlap: Float[Array, "n n"]
+    hcore: Float[Array, "n n"]
+    e_nuc: Float[Array, ""]
+    veff_fn: VeffFn
+    x: Float[Array, "n n"]
+    keep: Bool[Array, " n"]
+    occ: Float[Array, "c n"]
+    restricted: bool = eqx.field(static=True)
+    occ_value: float = eqx.field(static=True)
+    options: SCFOptions = eqx.field(static=True)
+
+    @property
+    def n(self) -> int:
+        return self.hcore.shape[-1]
+
+    @property
+    def nchan(self) -> int:
+        return self.occ.shape[0]
+
+    @property
+    def history_length(self) -> int:
+        opt = self.options
+        return opt.max_cycle + (opt.fallback_max_cycle if opt.fallback else 0) + 1
+
+    def to_user(self, a):
+        return a[0] if self.restricted else a
+
+    def potential(self, dm_c):
+        veff, e_two, parts = self.veff_fn(self.to_user(dm_c))
+        veff = veff[None] if self.restricted else veff
+        return veff, e_two, parts
+
+    def evaluate(self, mo_energy, mo_coeff, occ=None) -> _Step:
+        occ = self.occ if occ is None else occ
+        dm = make_rdm1(mo_coeff, occ)
+        vhf, e_two, parts = self.potential(dm)
+        e_one = jnp.sum(self.hcore * jnp.sum(dm, axis=0))
+        gnorm = orbital_gradient_norm(mo_coeff, occ, self.hcore + vhf, self.restricted)
+        return _Step(mo_energy, mo_coeff, occ, dm, vhf, self.e_nuc + e_one + e_two, e_one, e_two, parts, gnorm)
+
+    def energy_of_orbitals(self, mo_coeff):
+        dm = make_rdm1(mo_coeff, self.occ)
+        _, e_two, _ = self.potential(dm)
+        return self.e_nuc + jnp.sum(self.hcore * jnp.sum(dm, axis=0)) + e_two
+
+    def converged(self, new: _Step, old: _Step) -> Array:
+        return (jnp.abs(new.energy - old.energy) < self.options.conv_tol) & (new.grad_norm < self.options.tol_grad)
 
 
 def orbital_gradient_norm(
@@ -81,8 +157,9 @@ def frontier_energies(
     mo_energy: Float[Array, "c n"], mo_occ: Float[Array, "c n"], n_kept: Int[Array, ""]
 ) -> tuple[Float[Array, ""], Float[Array, ""]]:
     """(HOMO, LUMO) over all spin channels, Hartree; nan where there is none.
-    Orbitals beyond the ``n_kept`` linearly independent ones are ignored."""
-    real = jnp.arange(mo_energy.shape[-1]) < n_kept
+    Orbitals beyond the ``n_kept`` linearly independent ones, and orbitals in removed
+    directions (energy :data:`~mess.scf.eig.REMOVED_ORBITAL_ENERGY`), are ignored."""
+    real = (jnp.arange(mo_energy.shape[-1]) < n_kept) & (mo_energy < 0.5 * REMOVED_ORBITAL_ENERGY)
     homo = jnp.max(jnp.where(mo_occ > 0, mo_energy, -jnp.inf))
     lumo = jnp.min(jnp.where((mo_occ == 0) & real, mo_energy, jnp.inf))
     return (jnp.where(jnp.isfinite(homo), homo, jnp.nan),
@@ -94,17 +171,208 @@ def _diag_fock(mo_coeff: Float[Array, "c n n"], fock: Float[Array, "c n n"]) -> 
     return jnp.einsum("...pi,...pq,...qi->...i", mo_coeff, fock, mo_coeff)
 
 
-def _channels_dm0(dm0: Array, restricted: bool, n: int) -> Array:
+def channels_dm0(dm0: Array, restricted: bool, n: int) -> Array:
+    """An initial density in channel layout ``[c, n, n]``; for unrestricted a total
+    density ``[n, n]`` is split evenly between the spins."""
     dm0 = jnp.asarray(dm0)
     if restricted:
         if dm0.shape != (n, n):
             raise ValueError(f"restricted dm0 must have shape ({n}, {n}), got {dm0.shape}")
         return dm0[None]
-    if dm0.shape == (n, n):  # a total density: split evenly between the spins
+    if dm0.shape == (n, n):
         return jnp.stack([0.5 * dm0, 0.5 * dm0])
     if dm0.shape != (2, n, n):
         raise ValueError(f"unrestricted dm0 must have shape (2, {n}, {n}), got {dm0.shape}")
     return dm0
+
+
+def make_problem(overlap, hcore, e_nuc, nelec, veff_fn: VeffFn, *, restricted: bool,
+                 options: SCFOptions = SCFOptions()) -> SCFProblem:
+    """The :class:`SCFProblem` of one molecule (see :func:`scf` for the arguments)."""
+    if not jax.config.read("jax_enable_x64") and getattr(hcore, "dtype", None) == np.float64:
+        raise ValueError(
+            "float64 integrals would be silently cast to float32: SCF energies need "
+            "float64. Enable it with jax.config.update('jax_enable_x64', True) (or "
+            "JAX_ENABLE_X64=1), or pass float32 arrays to opt into single precision.")
+    hcore = jnp.asarray(hcore)
+    overlap = jnp.asarray(overlap)
+    dtype = hcore.dtype
+    nocc, occ_value = channel_occupancy(nelec, restricted)
+    x, keep = orthogonalizer(overlap, options.lindep_threshold)
+    occ = aufbau(hcore.shape[-1], nocc, occ_value, dtype)
+    return SCFProblem(overlap, hcore, jnp.asarray(e_nuc, dtype), veff_fn, x, keep, occ, bool(restricted),
+                      float(occ_value), options)
+
+
+def initial_state(problem: SCFProblem, dm0: Array) -> SCFState:
+    """Energy and potential of the initial density; orbitals from one diagonalisation
+    (what PySCF returns when max_cycle <= 0)."""
+    p = problem
+    dtype = p.hcore.dtype
+    dm_init = channels_dm0(dm0, p.restricted, p.n).astype(dtype)
+    vhf0, e_two0, parts0 = p.potential(dm_init)
+    e_one0 = jnp.sum(p.hcore * jnp.sum(dm_init, axis=0))
+    mo_e0, mo_c0 = eig(p.hcore + vhf0, p.x, p.keep)
+    step0 = _Step(mo_e0, mo_c0, p.occ, dm_init, vhf0, p.e_nuc + e_one0 + e_two0, e_one0, e_two0, parts0,
+                  orbital_gradient_norm(mo_c0, p.occ, p.hcore + vhf0, p.restricted))
+    history = jnp.full((p.history_length,), jnp.nan, dtype).at[0].set(step0.energy)
+    return SCFState(
+        cycle=jnp.zeros((), jnp.int32),
+        step=step0,
+        fock_last=p.hcore + vhf0,
+        diis=diis_init(p.options.diis_space, (p.nchan, p.n, p.n), p.nchan * p.n * p.n, dtype),
+        converged=jnp.zeros((), bool),
+        second_order=jnp.zeros((), bool),
+        history=history,
+        radius=jnp.asarray(p.options.trust_radius, dtype),
+    )
+
+
+def _diis_cycle(p: SCFProblem, st: SCFState, level_shift, damping_always: float = 0.0) -> SCFState:
+    """One Roothaan-Hall cycle with damping, CDIIS and a level shift."""
+    opt = p.options
+    cycle = st.cycle
+    s = st.step
+    fock = p.hcore + s.vhf
+    damp = jnp.where((cycle > 0) & (cycle < opt.diis_start_cycle - 1), opt.damping, 0.0)
+    if damping_always:
+        damp = jnp.asarray(damping_always, fock.dtype)
+    fock = (1.0 - damp) * fock + damp * st.fock_last
+    err = commutator_error(fock, s.dm, p.overlap, p.x)
+    diis_new, fock_diis = diis_update(st.diis, fock, err)
+    use_diis = cycle >= opt.diis_start_cycle
+    diis = jax.tree.map(lambda a, b: jnp.where(use_diis, a, b), diis_new, st.diis)
+    fock = jnp.where(use_diis, fock_diis, fock)
+    fock = fock + level_shift * (p.overlap - p.overlap @ (s.dm / p.occ_value) @ p.overlap)
+    mo_energy, mo_coeff = eig(fock, p.x, p.keep)
+    new = p.evaluate(mo_energy, mo_coeff)
+    return SCFState(cycle + 1, new, fock, diis, p.converged(new, s), st.second_order,
+                    st.history.at[cycle + 1].set(new.energy), st.radius)
+
+
+def diis_phase(problem: SCFProblem, state: SCFState) -> SCFState:
+    """The plain (PySCF-like) iteration until convergence or ``max_cycle`` cycles."""
+    p = problem
+
+    def cond(st):
+        return (st.cycle < p.options.max_cycle) & ~st.converged
+
+    return jax.lax.while_loop(cond, lambda st: _diis_cycle(p, st, p.options.level_shift), state)
+
+
+def fixed_cycles(problem: SCFProblem, state: SCFState, cycles: int) -> SCFState:
+    """Exactly ``cycles`` plain cycles (no early stop); ``converged`` reports the
+    convergence test of the last cycle. The state's history must hold cycles + 1."""
+    p = problem
+    return jax.lax.fori_loop(0, cycles, lambda _, st: _diis_cycle(p, st, p.options.level_shift), state)
+
+
+def _newton_cycle(p: SCFProblem, st: SCFState) -> SCFState:
+    """One trust-region Newton step on the orbital rotations (occupations fixed)."""
+    opt = p.options
+    s = st.step
+    n_kept = jnp.sum(p.keep)
+    rot_mask = rotation_mask(s.mo_occ, n_kept)
+    eps = _diag_fock(s.mo_coeff, p.hcore + s.vhf)
+    mo_coeff, predicted, step_norm = newton_step(
+        p.energy_of_orbitals, s.mo_coeff, rot_mask, eps, st.radius, opt.newton_cg_iter)
+    new = p.evaluate(eps, mo_coeff)
+    new = eqx.tree_at(lambda t: t.mo_energy, new, _diag_fock(mo_coeff, p.hcore + new.vhf))
+    actual = new.energy - s.energy
+    rho = actual / jnp.where(predicted < 0, predicted, -jnp.finfo(actual.dtype).tiny)
+    # accept any decrease, and changes at the level of rounding noise
+    accept = actual < jnp.maximum(1e-12 * jnp.abs(s.energy), 0.1 * opt.conv_tol)
+    radius = jnp.where(rho < 0.25, 0.25 * step_norm, st.radius)
+    grow = (rho > 0.75) & (step_norm > 0.99 * st.radius)
+    radius = jnp.where(grow, jnp.minimum(2 * st.radius, opt.max_trust_radius), radius)
+    step = jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, s)
+    converged = accept & (jnp.abs(actual) < opt.conv_tol) & (new.grad_norm < opt.tol_grad)
+    return SCFState(st.cycle + 1, step, st.fock_last, st.diis, converged, converged,
+                    st.history.at[st.cycle + 1].set(step.energy), radius)
+
+
+def fallback_phase(problem: SCFProblem, state: SCFState) -> SCFState:
+    """For a state that has not converged: ``options.fallback`` steps (``"newton"``:
+    trust-region second-order steps from the current orbitals with their occupations;
+    ``"level_shift"``: DIIS restarted with ``fallback_level_shift`` and
+    ``fallback_damping``), at most ``fallback_max_cycle`` cycles. A converged state
+    passes through unchanged (the loop runs no step)."""
+    p = problem
+    opt = p.options
+    if not opt.fallback:
+        return state
+    limit = opt.max_cycle + opt.fallback_max_cycle
+
+    def cond(st):
+        return (st.cycle < limit) & ~st.converged
+
+    if opt.fallback == "newton":
+        return jax.lax.while_loop(cond, lambda st: _newton_cycle(p, st), state)
+    start = jax.tree.map(lambda a, b: jnp.where(state.converged, a, b), state.diis, diis_reset(state.diis))
+    state = eqx.tree_at(lambda s: s.diis, state, start)
+    return jax.lax.while_loop(
+        cond, lambda st: _diis_cycle(p, st, opt.fallback_level_shift, opt.fallback_damping), state)
+
+
+def canonicalize(problem: SCFProblem, step: _Step) -> _Step:
+    """Orbitals rotated to diagonalise the Fock matrix within the occupied and within
+    the virtual space (occupations unchanged), as PySCF's ``canonicalize``; occupied
+    orbitals come first, each space in ascending energy."""
+    p = problem
+    fock = p.hcore + step.vhf
+    f_mo = jnp.swapaxes(step.mo_coeff, -1, -2) @ fock @ step.mo_coeff
+    occ = step.mo_occ > 0
+    real = jnp.any(step.mo_coeff != 0, axis=-2)
+    same = (occ[..., :, None] == occ[..., None, :]) & real[..., :, None] & real[..., None, :]
+    shift = 2.0 * REMOVED_ORBITAL_ENERGY
+    # occupied block shifted down, removed directions up, so eigh sorts occ < vir < removed
+    diag = jnp.where(occ, -shift, jnp.where(real, 0.0, REMOVED_ORBITAL_ENERGY))
+    e, u = eigh_safe(jnp.where(same, f_mo, 0.0) + jax.vmap(jnp.diag)(diag))
+    nocc = jnp.sum(occ, axis=-1, keepdims=True)
+    first = jnp.arange(e.shape[-1]) < nocc
+    mo_energy = jnp.where(first, e + shift, e)
+    mo_coeff = step.mo_coeff @ u
+    mo_occ = jnp.where(first, p.occ_value, 0.0).astype(step.mo_occ.dtype)
+    return eqx.tree_at(lambda t: (t.mo_energy, t.mo_coeff, t.mo_occ), step, (mo_energy, mo_coeff, mo_occ))
+
+
+def finalize(problem: SCFProblem, state: SCFState, conv_check: bool = True) -> SCFResult:
+    """The result of a state: PySCF's ``conv_check`` (one more diagonalisation of the
+    plain Fock matrix) for a state converged by the plain iteration, canonical orbitals
+    for one converged by second-order steps, the last iterate otherwise (and always
+    when ``conv_check`` is False, as after :func:`fixed_cycles`)."""
+    p = problem
+    opt = p.options
+    last = state.step
+    if conv_check:
+        extra = p.evaluate(*eig(p.hcore + last.vhf, p.x, p.keep))
+        extra_ok = ((jnp.abs(extra.energy - last.energy) < 10 * opt.conv_tol)
+                    | (extra.grad_norm < 3 * opt.tol_grad))
+        plain = state.converged & ~state.second_order
+        out = jax.tree.map(lambda a, b: jnp.where(plain, a, b), extra, last)
+        canon = canonicalize(p, last)
+        out = jax.tree.map(lambda a, b: jnp.where(state.second_order, a, b), canon, out)
+        converged = state.converged & (extra_ok | state.second_order)
+    else:
+        out, converged = last, state.converged
+    homo, lumo = frontier_energies(out.mo_energy, out.mo_occ, jnp.sum(p.keep))
+    return SCFResult(
+        energy=out.energy,
+        e_nuc=p.e_nuc,
+        e_one=out.e_one,
+        e_two=out.e_two,
+        parts=out.parts,
+        mo_energy=p.to_user(out.mo_energy),
+        mo_coeff=p.to_user(out.mo_coeff),
+        mo_occ=p.to_user(out.mo_occ),
+        density=p.to_user(out.dm),
+        converged=converged,
+        iterations=state.cycle,
+        energy_history=state.history,
+        grad_norm=out.grad_norm,
+        homo=homo,
+        lumo=lumo,
+    )
 
 
 def scf(
@@ -137,152 +405,6 @@ def scf(
     Returns:
         An :class:`SCFResult`; non-convergence is reported by ``converged``.
     """
-    if not jax.config.read("jax_enable_x64") and getattr(hcore, "dtype", None) == np.float64:
-        raise ValueError(
-            "float64 integrals would be silently cast to float32: SCF energies need "
-            "float64. Enable it with jax.config.update('jax_enable_x64', True) (or "
-            "JAX_ENABLE_X64=1), or pass float32 arrays to opt into single precision.")
-    hcore = jnp.asarray(hcore)
-    overlap = jnp.asarray(overlap)
-    n = hcore.shape[-1]
-    dtype = hcore.dtype
-    nocc, occ_value = channel_occupancy(nelec, restricted)
-    opt = options
-    tol, tol_grad = opt.conv_tol, opt.tol_grad
-    e_nuc = jnp.asarray(e_nuc, dtype)
-
-    x, keep = orthogonalizer(overlap, opt.lindep_threshold)
-    n_kept = jnp.sum(keep)
-    occ = aufbau(n, nocc, occ_value, dtype)
-
-    def to_user(a):
-        return a[0] if restricted else a
-
-    def potential(dm_c):
-        veff, e_two, parts = veff_fn(to_user(dm_c))
-        veff = veff[None] if restricted else veff
-        return veff, e_two, parts
-
-    def energy_of_orbitals(mo_coeff):
-        dm = make_rdm1(mo_coeff, occ)
-        _, e_two, _ = potential(dm)
-        return e_nuc + jnp.sum(hcore * jnp.sum(dm, axis=0)) + e_two
-
-    def evaluate(mo_energy, mo_coeff) -> _Step:
-        dm = make_rdm1(mo_coeff, occ)
-        vhf, e_two, parts = potential(dm)
-        e_one = jnp.sum(hcore * jnp.sum(dm, axis=0))
-        gnorm = orbital_gradient_norm(mo_coeff, occ, hcore + vhf, restricted)
-        return _Step(mo_energy, mo_coeff, occ, dm, vhf, e_nuc + e_one + e_two, e_one, e_two,
-                     parts, gnorm)
-
-    # Initial density: energy and potential; orbitals from one diagonalisation
-    # (what PySCF returns when max_cycle <= 0).
-    dm_init = _channels_dm0(dm0, restricted, n).astype(dtype)
-    vhf0, e_two0, parts0 = potential(dm_init)
-    e_one0 = jnp.sum(hcore * jnp.sum(dm_init, axis=0))
-    mo_e0, mo_c0 = eig(hcore + vhf0, x, keep)
-    step0 = _Step(mo_e0, mo_c0, occ, dm_init, vhf0, e_nuc + e_one0 + e_two0, e_one0, e_two0,
-                  parts0, orbital_gradient_norm(mo_c0, occ, hcore + vhf0, restricted))
-
-    nchan = len(nocc)
-    history = jnp.full((opt.max_cycle + 1,), jnp.nan, dtype).at[0].set(step0.energy)
-    state0 = _LoopState(
-        cycle=jnp.zeros((), jnp.int32),
-        step=step0,
-        fock_last=hcore + vhf0,
-        diis=diis_init(opt.diis_space, (nchan, n, n), nchan * n * n, dtype),
-        converged=jnp.zeros((), bool),
-        history=history,
-        radius=jnp.asarray(opt.trust_radius, dtype),
-    )
-
-    def cond(st: _LoopState):
-        return (st.cycle < opt.max_cycle) & ~st.converged
-
-    level_shift_fallback = opt.fallback == "level_shift"
-
-    def diis_body(st: _LoopState) -> _LoopState:
-        cycle = st.cycle
-        s = st.step
-        fock = hcore + s.vhf
-        if level_shift_fallback:
-            fallback = cycle >= opt.fallback_cycle
-        else:
-            fallback = jnp.zeros((), bool)
-
-        damp = jnp.where((cycle > 0) & (cycle < opt.diis_start_cycle - 1), opt.damping, 0.0)
-        damp = jnp.where(fallback & (cycle > 0), opt.fallback_damping, damp)
-        fock = (1.0 - damp) * fock + damp * st.fock_last
-
-        diis = st.diis
-        if level_shift_fallback:
-            diis = jax.lax.cond(cycle == opt.fallback_cycle, diis_reset, lambda d: d, diis)
-        err = commutator_error(fock, s.dm, overlap, x)
-        diis_new, fock_diis = diis_update(diis, fock, err)
-        use_diis = cycle >= opt.diis_start_cycle
-        diis = jax.tree.map(lambda a, b: jnp.where(use_diis, a, b), diis_new, diis)
-        fock = jnp.where(use_diis, fock_diis, fock)
-
-        shift = jnp.where(fallback, opt.fallback_level_shift, opt.level_shift)
-        fock = fock + shift * (overlap - overlap @ (s.dm / occ_value) @ overlap)
-
-        mo_energy, mo_coeff = eig(fock, x, keep)
-        new = evaluate(mo_energy, mo_coeff)
-        converged = (jnp.abs(new.energy - s.energy) < tol) & (new.grad_norm < tol_grad)
-        return _LoopState(cycle + 1, new, fock, diis, converged,
-                          st.history.at[cycle + 1].set(new.energy), st.radius)
-
-    rot_mask = rotation_mask(occ, n_kept)
-
-    def newton_body(st: _LoopState) -> _LoopState:
-        s = st.step
-        eps = _diag_fock(s.mo_coeff, hcore + s.vhf)
-        mo_coeff, predicted, step_norm = newton_step(
-            energy_of_orbitals, s.mo_coeff, rot_mask, eps, st.radius, opt.newton_cg_iter)
-        new = evaluate(eps, mo_coeff)
-        new = eqx.tree_at(lambda t: t.mo_energy, new, _diag_fock(mo_coeff, hcore + new.vhf))
-        actual = new.energy - s.energy
-        rho = actual / jnp.where(predicted < 0, predicted, -jnp.finfo(dtype).tiny)
-        # accept any decrease, and changes at the level of rounding noise
-        accept = actual < jnp.maximum(1e-12 * jnp.abs(s.energy), 0.1 * tol)
-        radius = jnp.where(rho < 0.25, 0.25 * step_norm, st.radius)
-        grow = (rho > 0.75) & (step_norm > 0.99 * st.radius)
-        radius = jnp.where(grow, jnp.minimum(2 * st.radius, opt.max_trust_radius), radius)
-        step = jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, s)
-        converged = accept & (jnp.abs(actual) < tol) & (new.grad_norm < tol_grad)
-        return _LoopState(st.cycle + 1, step, st.fock_last, st.diis, converged,
-                          st.history.at[st.cycle + 1].set(step.energy), radius)
-
-    def body(st: _LoopState) -> _LoopState:
-        if opt.fallback == "newton":
-            return jax.lax.cond(st.cycle >= opt.fallback_cycle, newton_body, diis_body, st)
-        return diis_body(st)
-
-    final = jax.lax.while_loop(cond, body, state0)
-    last = final.step
-
-    # PySCF's conv_check: one more diagonalisation of the plain Fock matrix.
-    extra = evaluate(*eig(hcore + last.vhf, x, keep))
-    extra_ok = (jnp.abs(extra.energy - last.energy) < 10 * tol) | (extra.grad_norm < 3 * tol_grad)
-    out = jax.tree.map(lambda a, b: jnp.where(final.converged, a, b), extra, last)
-    converged = final.converged & extra_ok
-
-    homo, lumo = frontier_energies(out.mo_energy, out.mo_occ, n_kept)
-    return SCFResult(
-        energy=out.energy,
-        e_nuc=e_nuc,
-        e_one=out.e_one,
-        e_two=out.e_two,
-        parts=out.parts,
-        mo_energy=to_user(out.mo_energy),
-        mo_coeff=to_user(out.mo_coeff),
-        mo_occ=to_user(out.mo_occ),
-        density=to_user(out.dm),
-        converged=converged,
-        iterations=final.cycle,
-        energy_history=final.history,
-        grad_norm=out.grad_norm,
-        homo=homo,
-        lumo=lumo,
-    )
+    problem = make_problem(overlap, hcore, e_nuc, nelec, veff_fn, restricted=restricted, options=options)
+    state = diis_phase(problem, initial_state(problem, dm0))
+    return finalize(problem, fallback_phase(problem, state))

@@ -20,8 +20,7 @@ class SCFOptions(eqx.Module):
             (occupied-virtual block of the Fock matrix in the MO basis; for restricted
             orbitals ``2 C_vir^T F C_occ``, PySCF ``get_grad``), Hartree. ``None``
             means ``sqrt(conv_tol)``, as in PySCF.
-        max_cycle: maximum number of SCF cycles (Fock diagonalisations), fallback
-            cycles included.
+        max_cycle: maximum number of plain SCF cycles (Fock diagonalisations).
         diis_space: number of Fock/error pairs kept by CDIIS (Pulay 1980, 1982).
         diis_start_cycle: first cycle (0-based) whose Fock matrix is extrapolated;
             PySCF's default 1 leaves the Fock matrix of the initial guess untouched.
@@ -29,14 +28,14 @@ class SCFOptions(eqx.Module):
         damping: mixing factor of the previous Fock matrix, used on the cycles before
             DIIS starts (``cycle < diis_start_cycle - 1``), as PySCF's ``damp``.
         fallback: what to do when the plain (PySCF-like) iteration has not converged
-            after ``fallback_cycle`` cycles: ``"newton"`` (default) continues with
-            trust-region Newton steps on the orbital rotations (exact Hessian-vector
-            products by autodiff; see :mod:`mess.scf.newton`); ``"level_shift"``
-            restarts DIIS with ``fallback_level_shift`` and ``fallback_damping``;
-            ``None`` keeps iterating as PySCF does. The fallback only acts on
-            iterations that have not converged within ``fallback_cycle`` cycles, so
-            results that PySCF converges are unchanged.
-        fallback_cycle: number of plain cycles before the fallback starts.
+            in ``max_cycle`` cycles: ``"newton"`` (default) continues from its last
+            orbitals with trust-region Newton steps on the orbital rotations (exact
+            Hessian-vector products by autodiff; see :mod:`mess.scf.newton`);
+            ``"level_shift"`` restarts DIIS with ``fallback_level_shift`` and
+            ``fallback_damping``; ``None`` stops there, unconverged. The fallback only
+            acts on iterations that did not converge, so results that PySCF's
+            iteration converges are unchanged.
+        fallback_max_cycle: most cycles of the fallback (after the plain ones).
         fallback_level_shift: level shift of the ``"level_shift"`` fallback, Hartree.
         fallback_damping: Fock damping factor of the ``"level_shift"`` fallback.
         newton_cg_iter: conjugate-gradient iterations (Hessian-vector products) per
@@ -56,7 +55,7 @@ class SCFOptions(eqx.Module):
     level_shift: float = eqx.field(static=True, default=0.0)
     damping: float = eqx.field(static=True, default=0.0)
     fallback: str | None = eqx.field(static=True, default="newton")
-    fallback_cycle: int = eqx.field(static=True, default=25)
+    fallback_max_cycle: int = eqx.field(static=True, default=50)
     fallback_level_shift: float = eqx.field(static=True, default=0.5)
     fallback_damping: float = eqx.field(static=True, default=0.0)
     newton_cg_iter: int = eqx.field(static=True, default=10)
@@ -67,6 +66,8 @@ class SCFOptions(eqx.Module):
     def __check_init__(self):
         if self.max_cycle < 0:
             raise ValueError(f"max_cycle must be >= 0, got {self.max_cycle}")
+        if self.fallback_max_cycle < 0:
+            raise ValueError(f"fallback_max_cycle must be >= 0, got {self.fallback_max_cycle}")
         if self.diis_space < 1:
             raise ValueError(f"diis_space must be >= 1, got {self.diis_space}")
         if not 0.0 <= self.damping < 1.0 or not 0.0 <= self.fallback_damping < 1.0:

@@ -29,9 +29,45 @@ VeffFn = Callable[[Array], tuple[Array, Array, dict[str, Array]]]
 GetJK = Callable[[Array], tuple[Array, Array]]
 
 
-def _dot(a: Array, b: Array) -> Array:
-    """sum_ij a_ij b_ij (= tr(a b) for symmetric matrices), summed over leading axes."""
-    return jnp.sum(a * b)
+def coulomb_exchange_energy(j: Array, k: Array | None, dm: Array, hyb, restricted: bool
+                            ) -> tuple[Array, Array]:
+    """Coulomb and exact-exchange energies (Hartree) from J and K of ``dm``.
+
+    Restricted (Roothaan 1951), total density D, J = J[D], K = K[D]::
+
+        E_coulomb = 1/2 tr(J D),   E_exchange = -hyb/4 tr(K D)
+
+    Unrestricted (Pople & Nesbet 1954), spin densities D_s, J and K per spin::
+
+        E_coulomb = 1/2 tr((J_a + J_b)(D_a + D_b)),   E_exchange = -hyb/2 sum_s tr(K_s D_s)
+
+    ``k = None`` means no exact exchange (E_exchange = 0). This is the one place the
+    formula is written; :func:`coulomb_exchange_potential` is its derivative."""
+    if restricted:
+        e_j = 0.5 * jnp.sum(j * dm)
+        e_k = jnp.zeros((), dm.dtype) if k is None else -0.25 * hyb * jnp.sum(k * dm)
+    else:
+        e_j = 0.5 * jnp.sum((j[0] + j[1]) * (dm[0] + dm[1]))
+        e_k = jnp.zeros((), dm.dtype) if k is None else -0.5 * hyb * jnp.sum(k * dm)
+    return e_j, e_k
+
+
+def coulomb_potential(j: Array, restricted: bool) -> Array:
+    """d E_coulomb / dD of :func:`coulomb_exchange_energy`: ``J`` (restricted) or
+    ``J_a + J_b`` for each spin (using tr(J[A] B) = tr(J[B] A))."""
+    return j if restricted else jnp.broadcast_to((j[0] + j[1])[None], j.shape)
+
+
+def exchange_potential(k: Array, restricted: bool) -> Array:
+    """d E_exchange / dD per unit ``hyb``: ``-K/2`` (restricted) or ``-K_s``."""
+    return -0.5 * k if restricted else -k
+
+
+def coulomb_exchange_potential(j: Array, k: Array | None, hyb, restricted: bool) -> Array:
+    """d(E_coulomb + E_exchange)/dD of :func:`coulomb_exchange_energy` (Hartree), same
+    layout as the density: ``J - hyb/2 K`` (restricted) or ``J_a + J_b - hyb K_s``."""
+    v = coulomb_potential(j, restricted)
+    return v if k is None else v + hyb * exchange_potential(k, restricted)
 
 
 class HFVeff(eqx.Module):
@@ -43,17 +79,8 @@ class HFVeff(eqx.Module):
 
     def __call__(self, dm):
         j, k = self.get_jk(dm)
-        hyb = self.hyb
-        if self.restricted:
-            e_j = 0.5 * _dot(j, dm)
-            e_k = -0.25 * hyb * _dot(k, dm)
-            veff = j - 0.5 * hyb * k
-        else:
-            j_tot = j[0] + j[1]
-            dm_tot = dm[0] + dm[1]
-            e_j = 0.5 * _dot(j_tot, dm_tot)
-            e_k = -0.5 * hyb * _dot(k, dm)
-            veff = j_tot[None] - hyb * k
+        e_j, e_k = coulomb_exchange_energy(j, k, dm, self.hyb, self.restricted)
+        veff = coulomb_exchange_potential(j, k, self.hyb, self.restricted)
         return veff, e_j + e_k, {"coulomb": e_j, "exchange": e_k}
 
 

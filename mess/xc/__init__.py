@@ -25,19 +25,11 @@ Modules: :mod:`~mess.xc.screening` (input variables and thresholds),
 :mod:`~mess.xc.slater` (LDA_X and spin-scaled GGA exchange), :mod:`~mess.xc.vwn`,
 :mod:`~mess.xc.pw92`, :mod:`~mess.xc.b88`, :mod:`~mess.xc.lyp`,
 :mod:`~mess.xc.pbe`, :mod:`~mess.xc.registry` (names -> functionals),
-:mod:`~mess.xc.numint` (E_xc and V_xc on a grid from a density matrix; Kohn-Sham veff).
+:mod:`~mess.xc.numint` (E_xc and V_xc on a grid from a density matrix).
 """
 
-from mess.xc.numint import (
-    KSVeff,
-    XCFunction,
-    build_xc_fn,
-    ks_veff,
-    make_xc_fn,
-    make_xc_fn_direct,
-    xc_energy,
-)
+from mess.xc.numint import XCFunction, build_xc_fn, make_xc_fn, make_xc_fn_direct, xc_energy
 from mess.xc.registry import COMPONENTS, MIXTURES, Component, Functional, parse_xc
 
-__all__ = ["COMPONENTS", "MIXTURES", "Component", "Functional", "KSVeff", "XCFunction", "build_xc_fn",
-           "ks_veff", "make_xc_fn", "make_xc_fn_direct", "parse_xc", "xc_energy"]
+__all__ = ["COMPONENTS", "MIXTURES", "Component", "Functional", "XCFunction", "build_xc_fn", "make_xc_fn",
+           "make_xc_fn_direct", "parse_xc", "xc_energy"]

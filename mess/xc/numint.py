@@ -31,24 +31,30 @@ body, memory O(block * nao) beyond the inputs). Two ways to get AO values:
 
 Public API::
 
-    xc_fn = build_xc_fn(functional, basis, positions, coords, weights, restricted=True)
+    xc_fn = build_xc_fn(functional, shape, groups, positions, coords, weights, restricted=True)
     e_xc, v_xc = xc_fn(dm)             # Hartree; [nao, nao] or [2, nao, nao]
-    e_xc = xc_energy(functional, basis, positions, coords, weights, dm)   # differentiable
-    veff_fn = ks_veff(get_jk, xc_fn, functional, restricted=True)          # for mess.scf
+    e_xc = xc_fn.energy(dm)            # differentiable in everything; dE/dD costs one pass
+    e_xc = xc_energy(functional, shape, groups, positions, coords, weights, dm)
+
+``XCFunction.energy`` has a custom derivative rule: its derivative with respect to the
+density matrix is V_xc, computed block by block in the same pass as the energy, so the
+Fock matrix of the engine's energy functional (:mod:`mess.engine.functional`, which
+takes ``jax.grad`` of the total energy) costs one sweep over the grid. Derivatives
+with respect to AO values, weights, positions or functional parameters go through
+the (checkpointed) energy expression.
 """
 
 from __future__ import annotations
 
-import inspect
-from typing import Callable
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.custom_derivatives import SymbolicZero
 from jaxtyping import Array, Float
 
 from mess.basis.ao_values import ao_values, ao_values_block, default_ao_block_size
-from mess.basis.shells import Basis
+from mess.basis.shells import BasisShape, ShellGroup
 from mess.xc.registry import Functional
 
 #: Default bytes allowed for precomputed AO values in :func:`build_xc_fn` (2 GiB).
@@ -110,8 +116,8 @@ class XCFunction(eqx.Module):
     """``dm -> (E_xc, V_xc)`` on a fixed grid; see :func:`make_xc_fn` and
     :func:`make_xc_fn_direct`.
 
-    Exactly one of ``ao`` (precomputed [nd, npts, nao]) or ``basis``/``positions``/
-    ``coords`` (direct) is set. Blocks are contiguous slices of ``block_size`` points;
+    Exactly one of ``ao`` (precomputed [nd, npts, nao]) or ``shape``/``groups``/
+    ``positions``/``coords`` (direct) is set. Blocks are contiguous slices of ``block_size`` points;
     the last block is shifted back to end at ``npts`` and its points already covered
     by the previous block get weight 0, so nothing is padded or copied.
     """
@@ -121,7 +127,8 @@ class XCFunction(eqx.Module):
     block_size: int = eqx.field(static=True)
     weights: Float[Array, " npts"]
     ao: Array | None = None
-    basis: Basis | None = None
+    shape: BasisShape | None = eqx.field(static=True, default=None)
+    groups: tuple[ShellGroup, ...] | None = None
     positions: Array | None = None
     coords: Array | None = None
 
@@ -143,17 +150,24 @@ class XCFunction(eqx.Module):
             ao = jax.lax.dynamic_slice_in_dim(self.ao, start, b, axis=1)
         else:
             pts = jax.lax.dynamic_slice_in_dim(self.coords, start, b, axis=0)
-            ao = ao_values_block(self.basis, self.positions, pts, ao_deriv(self.functional))
+            ao = ao_values_block(self.shape, self.groups, self.positions, pts, ao_deriv(self.functional))
         return ao, w
 
     def _nao(self) -> int:
-        return self.ao.shape[-1] if self.ao is not None else self.basis.nao
+        return self.ao.shape[-1] if self.ao is not None else self.shape.nao
 
-    @eqx.filter_jit
     def energy(self, dm: Array) -> Array:
         """E_xc (Hartree) of ``dm``; differentiable in every input (AO values, weights,
-        or positions/coords/basis for the direct path); each block is rematerialised
-        in the backward pass, so memory stays per-block."""
+        or positions/coords/basis for the direct path, functional weights, dm). The
+        derivative with respect to ``dm`` is V_xc from the same block sweep (see the
+        module docstring)."""
+        if self.functional.family == "hf":
+            return jnp.zeros((), self.weights.dtype)
+        return _xc_energy(self, dm)
+
+    def plain_energy(self, dm: Array) -> Array:
+        """E_xc by a block sweep whose derivatives all come from autodiff; each block is
+        rematerialised in the backward pass, so memory stays per-block."""
         if self.functional.family == "hf":
             return jnp.zeros((), self.weights.dtype)
 
@@ -165,7 +179,6 @@ class XCFunction(eqx.Module):
                             jnp.arange(self.nblock))
         return e
 
-    @eqx.filter_jit
     def __call__(self, dm: Array) -> tuple[Array, Array]:
         """(E_xc in Hartree, V_xc = dE_xc/dD with dm's shape, symmetric)."""
         dm = jnp.asarray(dm)
@@ -226,9 +239,9 @@ def make_xc_fn(functional: Functional, ao: Array, weights: Float[Array, " npts"]
     return XCFunction(functional, bool(restricted), b, jnp.asarray(weights), ao=ao)
 
 
-def make_xc_fn_direct(functional: Functional, basis: Basis, positions: Float[Array, "natom 3"],
-                      coords: Float[Array, "npts 3"], weights: Float[Array, " npts"], restricted: bool,
-                      block_size: int | None = None) -> XCFunction:
+def make_xc_fn_direct(functional: Functional, shape: BasisShape, groups: tuple[ShellGroup, ...],
+                      positions: Float[Array, "natom 3"], coords: Float[Array, "npts 3"],
+                      weights: Float[Array, " npts"], restricted: bool, block_size: int | None = None) -> XCFunction:
     """XC energy and potential with AO values recomputed per block on every call.
 
     Memory O(block_size * (nao + nprim)) instead of O(npts * nao); each call costs one
@@ -236,32 +249,32 @@ def make_xc_fn_direct(functional: Functional, basis: Basis, positions: Float[Arr
     arguments and result as :func:`make_xc_fn` with the AO inputs of
     :func:`mess.basis.ao_values` (positions, coords in Bohr).
     """
-    b = _block_size(weights.shape[0], block_size, default_ao_block_size(basis))
-    return XCFunction(functional, bool(restricted), b, jnp.asarray(weights), basis=basis,
+    b = _block_size(weights.shape[0], block_size, default_ao_block_size(shape))
+    return XCFunction(functional, bool(restricted), b, jnp.asarray(weights), shape=shape, groups=groups,
                       positions=jnp.asarray(positions), coords=jnp.asarray(coords))
 
 
-def build_xc_fn(functional: Functional, basis: Basis, positions: Float[Array, "natom 3"],
-                coords: Float[Array, "npts 3"], weights: Float[Array, " npts"], restricted: bool,
-                max_memory: int = DEFAULT_AO_MEMORY, block_size: int | None = None) -> XCFunction:
+def build_xc_fn(functional: Functional, shape: BasisShape, groups: tuple[ShellGroup, ...],
+                positions: Float[Array, "natom 3"], coords: Float[Array, "npts 3"], weights: Float[Array, " npts"],
+                restricted: bool, max_memory: int = DEFAULT_AO_MEMORY, block_size: int | None = None) -> XCFunction:
     """:func:`make_xc_fn` with AO values computed now if they fit in ``max_memory``
     bytes (nd * npts * nao * itemsize), else :func:`make_xc_fn_direct`."""
     nd = 1 + 3 * ao_deriv(functional)
-    need = nd * weights.shape[0] * basis.nao * jnp.dtype(weights.dtype).itemsize
+    need = nd * weights.shape[0] * shape.nao * jnp.dtype(weights.dtype).itemsize
     if functional.family == "hf" or need > max_memory:  # HF: nothing is ever evaluated
-        return make_xc_fn_direct(functional, basis, positions, coords, weights, restricted, block_size)
-    ao = ao_values(basis, positions, coords, deriv=ao_deriv(functional))
+        return make_xc_fn_direct(functional, shape, groups, positions, coords, weights, restricted, block_size)
+    ao = ao_values(shape, groups, positions, coords, deriv=ao_deriv(functional))
     return make_xc_fn(functional, ao, weights, restricted, block_size)
 
 
-def xc_energy(functional: Functional, basis: Basis, positions: Float[Array, "natom 3"],
-              coords: Float[Array, "npts 3"], weights: Float[Array, " npts"], dm: Array,
-              block_size: int | None = None) -> Array:
+def xc_energy(functional: Functional, shape: BasisShape, groups: tuple[ShellGroup, ...],
+              positions: Float[Array, "natom 3"], coords: Float[Array, "npts 3"], weights: Float[Array, " npts"],
+              dm: Array, block_size: int | None = None) -> Array:
     """Semi-local XC energy E_xc = sum_p w_p e_xc(rho_p, sigma_p) (Hartree).
 
     Args:
         functional: from :func:`mess.xc.parse_xc` (exact exchange not included; 0 for HF).
-        basis, positions: AOs and nuclear positions (Bohr).
+        shape, groups, positions: AOs and nuclear positions (Bohr).
         coords, weights: grid points [npts, 3] (Bohr) and weights [npts] (Bohr^3), e.g.
             :func:`mess.grid.grid_coords_weights` (they may depend on positions).
         dm: total density [nao, nao] (restricted) or spin densities [2, nao, nao].
@@ -272,90 +285,43 @@ def xc_energy(functional: Functional, basis: Basis, positions: Float[Array, "nat
     """
     dm = jnp.asarray(dm)
     restricted = dm.ndim == 2
-    fn = make_xc_fn_direct(functional, basis, positions, coords, weights, restricted, block_size)
+    fn = make_xc_fn_direct(functional, shape, groups, positions, coords, weights, restricted, block_size)
     fn._check(dm)
     return fn.energy(dm)
 
 
-def _accepts_with_k(get_jk) -> bool:
-    """Whether ``get_jk`` takes a ``with_k`` keyword (e.g. a partial of
-    :func:`mess.integrals.two_electron.get_jk`)."""
-    for f in (get_jk, getattr(get_jk, "func", None)):
-        if f is None:
-            continue
-        try:
-            if "with_k" in inspect.signature(f).parameters:
-                return True
-        except (TypeError, ValueError):
-            pass
-    return False
+def _is_zero(t) -> bool:
+    return isinstance(t, SymbolicZero)
 
 
-class KSVeff(eqx.Module):
-    """Kohn-Sham two-electron potential; see :func:`ks_veff`."""
-
-    get_jk: Callable
-    xc_fn: Callable
-    restricted: bool = eqx.field(static=True)
-    hyb: float = eqx.field(static=True)
-    with_k: bool = eqx.field(static=True)
-
-    def __call__(self, dm):
-        if self.hyb != 0:
-            j, k = self.get_jk(dm)
-        elif self.with_k:
-            j, k = self.get_jk(dm, with_k=False)[0], None
-        else:
-            j, k = self.get_jk(dm)[0], None  # K unused: removed by XLA under jit
-        e_xc, v_xc = self.xc_fn(dm)
-        hyb = self.hyb
-        if self.restricted:
-            e_j = 0.5 * jnp.sum(j * dm)
-            veff = j + v_xc
-            if k is not None:
-                e_k = -0.25 * hyb * jnp.sum(k * dm)
-                veff = veff - 0.5 * hyb * k
-        else:
-            j_tot = j[0] + j[1]
-            e_j = 0.5 * jnp.sum(j_tot * (dm[0] + dm[1]))
-            veff = j_tot[None] + v_xc
-            if k is not None:
-                e_k = -0.5 * hyb * jnp.sum(k * dm)
-                veff = veff - hyb * k
-        if k is None:
-            e_k = jnp.zeros((), dm.dtype)
-        return veff, e_j + e_k + e_xc, {"coulomb": e_j, "exchange": e_k, "xc": e_xc}
+def _materialise(t, x):
+    """A tangent as an array: zeros (float0 for integer leaves) for a symbolic zero."""
+    if not _is_zero(t):
+        return t
+    if jnp.issubdtype(jnp.result_type(x), jnp.inexact):
+        return jnp.zeros_like(x)
+    return np.zeros(jnp.shape(x), dtype=jax.dtypes.float0)
 
 
-def ks_veff(get_jk: Callable, xc_fn: Callable, functional: Functional, restricted: bool,
-            with_k: bool | None = None) -> KSVeff:
-    """Kohn-Sham effective potential ``veff_fn(dm) -> (veff, e_two, parts)`` for
-    :func:`mess.scf.scf` (Kohn & Sham, Phys. Rev. 140, A1133 (1965); hybrids: Becke,
-    J. Chem. Phys. 98, 5648 (1993)).
+@jax.custom_jvp
+def _xc_energy(xc: XCFunction, dm: Array) -> Array:
+    return xc.plain_energy(dm)
 
-    Restricted (total density D)::
 
-        veff = J[D] - hyb/2 K[D] + V_xc[D]
-        e_two = 1/2 tr(J D) - hyb/4 tr(K D) + E_xc[D]
+def _xc_energy_jvp(primals, tangents):
+    """d E_xc = <V_xc, dD> (V_xc from the per-block sweep) + the autodiff derivative of
+    the energy expression along the tangents of everything else (AO values, weights,
+    positions, functional weights), skipped when those are zero."""
+    xc, dm = primals
+    dxc, ddm = tangents
+    aux_zero = all(_is_zero(t) for t in jax.tree.leaves(dxc, is_leaf=_is_zero))
+    if aux_zero:
+        e, v = xc(dm)
+        t = jnp.zeros_like(e) if _is_zero(ddm) else jnp.sum(v * ddm)
+        return e, t
+    dxc = jax.tree.map(_materialise, dxc, xc, is_leaf=_is_zero)
+    ddm = _materialise(ddm, dm)
+    return jax.jvp(lambda x, d: x.plain_energy(d), (xc, dm), (dxc, ddm))
 
-    Unrestricted (D_a, D_b)::
 
-        veff_s = J[D_a + D_b] - hyb K[D_s] + V_xc,s
-        e_two = 1/2 tr(J D) - hyb/2 sum_s tr(K[D_s] D_s) + E_xc[D_a, D_b]
-
-    Args:
-        get_jk: ``dm -> (J, K)`` (Hartree), as for :func:`mess.scf.hf_veff`.
-        xc_fn: ``dm -> (E_xc, V_xc)``, e.g. :func:`make_xc_fn` / :func:`build_xc_fn`.
-        functional: gives ``hyb``; for ``hyb == 0`` K is never used.
-        restricted: dm is [n, n] (True) or [2, n, n].
-        with_k: whether ``get_jk`` accepts ``with_k=False`` to skip K (used only when
-            hyb == 0); default: detected from its signature. Otherwise K is computed
-            and dropped (under jit XLA removes the unused work).
-
-    Returns:
-        A :class:`KSVeff` (equinox module); parts ``{"coulomb", "exchange", "xc"}``
-        in Hartree.
-    """
-    if with_k is None:
-        with_k = _accepts_with_k(get_jk)
-    return KSVeff(get_jk, xc_fn, bool(restricted), float(functional.hyb), bool(with_k))
+_xc_energy.defjvp(_xc_energy_jvp, symbolic_zeros=True)

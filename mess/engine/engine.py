@@ -1,0 +1,435 @@
+"""The batched engine: compiled programs per signature, and ``run_batch``.
+
+An :class:`Engine` owns its compiled programs: one ``jax.jit(jax.vmap(stage))`` per
+stage, signature and batch size, in a bounded least-recently-used table. Dropping the
+engine (or :meth:`Engine.clear`) frees them; nothing else in mess holds compiled
+programs, and no mess call clears JAX's caches. :func:`default_engine` is the engine
+that :func:`mess.run` and :func:`mess.run_batch` use when none is given.
+
+``run_batch`` (:meth:`Engine.run_batch`):
+
+1. host: validate and prepare every molecule (basis and MINAO layouts, quartets
+   screened at its own geometry, grid size);
+2. host: plan buckets (:mod:`mess.engine.planner`), reusing signatures this engine has
+   compiled when a molecule fits them;
+3. per bucket, per batch of at most ``batch_size`` molecules (the last one filled up by
+   repeating a molecule, so every batch of a bucket has the same shape): integrals
+   (one program for the one-electron part, one per ERI class, one for the grid), the
+   MINAO guess of each geometry, and the plain SCF iteration for the whole batch; only
+   the items that did not converge run the fallback phase, gathered into a smaller
+   batch;
+4. host: one :class:`Result` per molecule in input order, in PySCF's AO order and
+   without padding.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mess.engine import stages
+from mess.engine.functional import energy as energy_functional
+from mess.engine.planner import Plan, batch_size_for, plan_buckets
+from mess.engine.signature import Method, Prepared, Signature, prepare
+from mess.engine.system import Params, build, default_params, stack, take
+from mess.scf.eig import reorthonormalise
+from mess.scf.occupation import make_rdm1
+from mess.scf.options import SCFOptions
+from mess.structure import Molecule
+
+#: SCF option names accepted by run / run_batch (fields of SCFOptions).
+SCF_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(SCFOptions))
+
+
+class Result(eqx.Module):
+    """Outcome for one molecule. Energies in Hartree, dipole in Debye, charges in e;
+    arrays are host (numpy) arrays in PySCF's AO order.
+
+    Attributes:
+        energy: total energy.
+        converged, iterations: SCF convergence flag and cycle count (fallback cycles
+            included).
+        mo_energy: orbital energies ``[nao]`` (restricted) or ``[2, nao]``.
+        mo_coeff, mo_occ, density: orbitals (columns), occupations, density matrix.
+        homo, lumo: frontier orbital energies (over both spins when unrestricted).
+        dipole: dipole moment ``[3]`` in Debye (nuclear + electronic, origin 0).
+        mulliken: Mulliken atomic charges ``[natom]``.
+        components: ``e_nuc``, ``e_one``, ``coulomb``, ``exchange`` (and ``xc`` for DFT).
+        energy_history: total energy of the initial density and after each cycle
+            (nan-padded).
+        energy_std_last5: with ``fixed_cycles``: standard deviation (population) of the
+            last five energies, Hartree; else None.
+        gradient: ``[natom, 3]`` dE/dR in Hartree/Bohr when requested, else None.
+        nao: number of atomic orbitals; ngrid: number of grid points (0 for HF).
+        method: e.g. ``"RHF"``, ``"UKS"``; basis, xc: as requested.
+    """
+
+    energy: np.ndarray
+    converged: np.ndarray
+    iterations: np.ndarray
+    mo_energy: np.ndarray
+    mo_coeff: np.ndarray
+    mo_occ: np.ndarray
+    density: np.ndarray
+    homo: np.ndarray
+    lumo: np.ndarray
+    dipole: np.ndarray
+    mulliken: np.ndarray
+    components: dict
+    energy_history: np.ndarray
+    energy_std_last5: np.ndarray | None
+    gradient: np.ndarray | None
+    nao: int = eqx.field(static=True)
+    ngrid: int = eqx.field(static=True)
+    method: str = eqx.field(static=True)
+    basis: str = eqx.field(static=True)
+    xc: str = eqx.field(static=True)
+
+    @property
+    def density_total(self) -> np.ndarray:
+        return self.density if self.density.ndim == 2 else self.density[0] + self.density[1]
+
+    def summary(self) -> str:
+        """Human-readable multi-line summary."""
+        conv = "converged" if bool(self.converged) else "NOT CONVERGED"
+        lines = [
+            f"{self.method}/{self.basis} ({self.xc}): E = {float(self.energy):.10f} Ha "
+            f"({conv} in {int(self.iterations)} cycles)",
+            f"  nao = {self.nao}" + (f", grid points = {self.ngrid}" if self.ngrid else ""),
+            "  components (Ha): " + ", ".join(f"{k} = {float(v):.8f}" for k, v in self.components.items()),
+            f"  HOMO = {float(self.homo):.6f} Ha, LUMO = {float(self.lumo):.6f} Ha",
+            "  dipole (Debye): [" + ", ".join(f"{float(x):.4f}" for x in self.dipole) + "]"
+            + f"  |mu| = {float(np.linalg.norm(self.dipole)):.4f}",
+            "  Mulliken charges: [" + ", ".join(f"{float(x):.4f}" for x in self.mulliken) + "]",
+        ]
+        if self.energy_std_last5 is not None:
+            lines.append(f"  std of the last 5 energies: {float(self.energy_std_last5):.3e} Ha")
+        return "\n".join(lines)
+
+
+def split_options(options: dict) -> tuple[SCFOptions, dict]:
+    """User options -> (SCFOptions, the rest); unknown names raise ``ValueError``."""
+    scf_kw = {k: v for k, v in options.items() if k in SCF_OPTION_NAMES}
+    rest = {k: v for k, v in options.items() if k not in SCF_OPTION_NAMES}
+    known = {"init_guess", "schwarz_threshold", "restricted", "grid_level"}
+    unknown = set(rest) - known
+    if unknown:
+        raise ValueError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    return SCFOptions(**scf_kw), rest
+
+
+def require_float64() -> None:
+    """Raise a clear error unless JAX's float64 mode is on."""
+    if not jax.config.read("jax_enable_x64"):
+        raise ValueError(
+            "mess needs float64: enable it with jax.config.update('jax_enable_x64', True) "
+            "or the environment variable JAX_ENABLE_X64=1")
+
+
+def available_memory() -> int:
+    """Bytes of memory a batch may use: a quarter of the accelerator's memory, or of
+    the host's available memory (``/proc/meminfo``), 8 GiB where neither is known."""
+    dev = jax.devices()[0]
+    if dev.platform != "cpu":
+        stats = dev.memory_stats() or {}
+        limit = stats.get("bytes_limit")
+        if limit:
+            return int(limit) // 4
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 4
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def _reference_overlap_orbitals(mo_coeff, mo_occ, restricted):
+    c = mo_coeff[None] if restricted else mo_coeff
+    occ = mo_occ[None] if restricted else mo_occ
+    return c, occ
+
+
+def fixed_orbital_energy(sig: Signature, system, params: Params, one, blocks, grid, mo_coeff, mo_occ, ref_overlap):
+    """The energy functional at the orbitals ``mo_coeff`` re-orthonormalised for the
+    overlap at ``params`` (equal to the SCF energy where the orbitals were solved; its
+    gradient there is the analytic gradient, Pulay 1969, with the grid response for DFT,
+    Johnson, Gill & Pople 1993)."""
+    ham = stages.assemble(sig, system, params, one, blocks, grid)
+    c, occ = _reference_overlap_orbitals(mo_coeff, mo_occ, sig.restricted)
+    c = jax.vmap(lambda ci, oi: reorthonormalise(ci, oi > 0, ham.overlap, ref_overlap))(c, occ)
+    dm = make_rdm1(c, occ)
+    return energy_functional(ham, dm[0] if sig.restricted else dm)[0]
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+class Engine:
+    """Compiled programs per signature, and the batched calculations on them.
+
+    Args:
+        max_programs: most compiled programs kept (least recently used dropped first).
+        memory: bytes a batch may use (default :func:`available_memory`).
+        max_buckets: most new signatures a planned call creates per method and kind.
+    """
+
+    def __init__(self, max_programs: int = 256, memory: int | None = None, max_buckets: int = 4):
+        if max_programs < 1:
+            raise ValueError(f"max_programs must be >= 1, got {max_programs}")
+        self.max_programs = int(max_programs)
+        self.memory = memory
+        self.max_buckets = int(max_buckets)
+        self._programs: collections.OrderedDict = collections.OrderedDict()
+        self._signatures: collections.OrderedDict = collections.OrderedDict()
+        self.built = 0
+
+    # ------------------------------------------------------------------ programs
+
+    def clear(self) -> None:
+        """Drop every compiled program and known signature of this engine."""
+        self._programs.clear()
+        self._signatures.clear()
+
+    @property
+    def signatures(self) -> tuple[Signature, ...]:
+        """Signatures this engine has compiled programs for (most recent last)."""
+        return tuple(self._signatures)
+
+    def program(self, key, make: Callable[[], Callable]) -> Callable:
+        """The program for ``key``, built by ``make()`` on first use (LRU-bounded)."""
+        fn = self._programs.get(key)
+        if fn is None:
+            fn = make()
+            self._programs[key] = fn
+            self.built += 1
+            while len(self._programs) > self.max_programs:
+                self._programs.popitem(last=False)
+        else:
+            self._programs.move_to_end(key)
+        return fn
+
+    def _vmapped(self, key, fn, in_axes=0):
+        return self.program(key, lambda: jax.jit(jax.vmap(fn, in_axes=in_axes)))
+
+    def _remember(self, sig: Signature) -> None:
+        self._signatures[sig] = None
+        self._signatures.move_to_end(sig)
+        while len(self._signatures) > self.max_programs:
+            self._signatures.popitem(last=False)
+
+    # ------------------------------------------------------------------ stages (batched)
+
+    def integrals(self, sig: Signature, systems, params: Params):
+        """Batched integral stages: (one-electron dict, ERI blocks per class, grid data)."""
+        b = params.positions.shape[0]
+        one = self._vmapped(("one", sig, b), functools.partial(stages.one_electron_part, sig))(systems, params)
+        blocks = []
+        for i, cls in enumerate(sig.classes):
+            chunk = max(8, cls.chunk // b) if cls.chunk >= 8 else cls.chunk
+            fn = functools.partial(stages.eri_part, sig, i, chunk=chunk)
+            blocks.append(self._vmapped(("eri", sig, i, b), fn)(systems, params))
+        grid = None
+        if sig.method.dft:
+            grid = self._vmapped(("grid", sig, b), functools.partial(stages.grid_part, sig))(systems, params)
+        return one, tuple(blocks), grid
+
+    def guess(self, sig: Signature, systems, params: Params, overlap):
+        b = params.positions.shape[0]
+        return self._vmapped(("guess", sig, b), functools.partial(stages.guess_part, sig))(systems, params, overlap)
+
+    def solve(self, sig: Signature, systems, options: SCFOptions, fixed_cycles: int | None = None,
+              params: Params | None = None, n_real: int | None = None, dm0=None):
+        """SCF of a batch of systems of signature ``sig`` (from the MINAO guess of each
+        geometry, or from ``dm0``). Returns host pytrees ``(SCFResult, properties,
+        std_last5 or None, integrals, params)``; the integrals stay on the device
+        (for gradients)."""
+        self._remember(sig)
+        params = default_params(sig, systems) if params is None else params
+        b = params.positions.shape[0]
+        n_real = b if n_real is None else n_real
+        one, blocks, grid = self.integrals(sig, systems, params)
+        if dm0 is None:
+            dm0 = self.guess(sig, systems, params, one["overlap"])
+        if fixed_cycles is not None:
+            opts = dataclasses.replace(options, max_cycle=int(fixed_cycles), fallback=None)
+            fn = functools.partial(stages.scf_fixed, sig, opts, int(fixed_cycles))
+            res, props, std = self._vmapped(("fixed", sig, opts, b), fn)(systems, params, one, blocks, grid, dm0)
+            return jax.device_get(res), jax.device_get(props), np.asarray(std), (one, blocks, grid), params
+        fn = functools.partial(stages.scf_start, sig, options)
+        res, props, state = self._vmapped(("scf", sig, options, b), fn)(systems, params, one, blocks, grid, dm0)
+        res, props = jax.device_get(res), jax.device_get(props)
+        bad = np.nonzero(~np.asarray(res.converged)[:n_real])[0]
+        if options.fallback and bad.size:
+            m = min(_next_pow2(bad.size), b)
+            idx = np.concatenate([bad, np.full(m - bad.size, bad[-1])])
+            sub = [take(x, idx) for x in (systems, params, one, blocks, grid, state)]
+            fn = functools.partial(stages.scf_fallback, sig, options)
+            res2, props2 = self._vmapped(("fallback", sig, options, m), fn)(*sub)
+            res2, props2 = jax.device_get(res2), jax.device_get(props2)
+            k = bad.size
+
+            def put(a, b2):
+                a = np.array(a)
+                a[bad] = np.asarray(b2)[:k]
+                return a
+
+            res = jax.tree.map(put, res, res2)
+            props = jax.tree.map(put, props, props2)
+        return res, props, None, (one, blocks, grid), params
+
+    def gradient(self, sig: Signature, systems, params: Params, ints, mo_coeff, mo_occ) -> np.ndarray:
+        """Analytic nuclear gradients dE/dR (Hartree/Bohr) of a batch at its SCF
+        solutions (fixed-orbital energy differentiated through every stage)."""
+        one, blocks, grid = ints
+        b = params.positions.shape[0]
+        ref = one["overlap"]
+
+        def parts_grad(system, prm, o, bl, g, c, occ, s0):
+            return jax.grad(lambda *a: fixed_orbital_energy(sig, system, *a, c, occ, s0),
+                            argnums=(0, 1, 2, 3))(prm, o, bl, g)
+
+        g_prm, g_one, g_blocks, g_grid = self._vmapped(("dE", sig, b), parts_grad)(
+            systems, params, one, blocks, grid, jnp.asarray(mo_coeff), jnp.asarray(mo_occ), ref)
+        total = g_prm.positions
+
+        def pullback(stage):
+            def fn(system, prm, ct):
+                return jax.vjp(lambda q: stage(system, q), prm)[1](ct)[0].positions
+            return fn
+
+        total = total + self._vmapped(("one-vjp", sig, b), pullback(functools.partial(
+            stages.one_electron_part, sig)))(systems, params, g_one)
+        for i, cls in enumerate(sig.classes):
+            chunk = max(8, cls.chunk // b) if cls.chunk >= 8 else cls.chunk
+            stage = functools.partial(stages.eri_part, sig, i, chunk=chunk)
+            total = total + self._vmapped(("eri-vjp", sig, i, b), pullback(stage))(systems, params, g_blocks[i])
+        if grid is not None:
+            total = total + self._vmapped(("grid-vjp", sig, b), pullback(functools.partial(
+                stages.grid_part, sig)))(systems, params, g_grid)
+        return np.asarray(total)
+
+    # ------------------------------------------------------------------ user level
+
+    def prepare(self, molecules: Sequence[Molecule], method: Method, restricted: bool | None = None
+                ) -> list[Prepared]:
+        """Host preparation of every molecule; an error names the molecule's position."""
+        out = []
+        for i, m in enumerate(molecules):
+            if not isinstance(m, Molecule):
+                raise ValueError(f"molecule {i}: expected a mess.Molecule, got {type(m).__name__}")
+            try:
+                out.append(prepare(m, method, restricted))
+            except ValueError as exc:
+                raise ValueError(f"molecule {i}: {exc}" if len(molecules) > 1 else str(exc)) from None
+        return out
+
+    def plan(self, prepared: Sequence[Prepared], max_buckets: int | None = None) -> Plan:
+        """Buckets for ``prepared``, reusing this engine's signatures where they fit."""
+        return plan_buckets(prepared, max_buckets or self.max_buckets, known=self.signatures)
+
+    def run_batch(self, molecules: Sequence[Molecule], basis: str = "sto-3g", xc: str = "hf", cart: bool = False,
+                  grid_level: int = 3, conv_tol: float = 1e-9, max_cycle: int = 50,
+                  fixed_cycles: int | None = None, batch_size: int | None = None, progress: bool = False,
+                  gradient: bool = False, **options) -> list[Result]:
+        """See :func:`mess.run_batch`."""
+        require_float64()
+        molecules = list(molecules)
+        if not molecules:
+            return []
+        if fixed_cycles is not None and (not isinstance(fixed_cycles, (int, np.integer)) or fixed_cycles < 1):
+            raise ValueError(f"fixed_cycles must be a positive integer, got {fixed_cycles!r}")
+        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        scf_options, rest = split_options({"conv_tol": conv_tol, "max_cycle": max_cycle, **options})
+        if rest.get("init_guess", "minao") != "minao":
+            raise ValueError(f"unknown initial guess {rest['init_guess']!r} (the engine uses 'minao')")
+        from mess.integrals.two_electron import SCHWARZ_THRESHOLD
+
+        method = Method(basis, xc, cart, grid_level, rest.get("schwarz_threshold", SCHWARZ_THRESHOLD))
+        prepared = self.prepare(molecules, method, rest.get("restricted"))
+        plan = self.plan(prepared)
+        memory = self.memory or available_memory()
+        results: list = [None] * len(molecules)
+        bar = _progress(len(molecules), progress)
+        try:
+            for bucket in plan.buckets:
+                sig, members = bucket.signature, list(bucket.members)
+                b = batch_size or batch_size_for(sig, len(members), memory)
+                b = min(b, _next_pow2(len(members))) if batch_size is None else b
+                for start in range(0, len(members), b):
+                    part = members[start:start + b]
+                    systems = [build(prepared[i], sig) for i in part]
+                    systems += [systems[-1]] * (b - len(part))
+                    batch = stack(systems)
+                    res, props, std, ints, params = self.solve(sig, batch, scf_options, fixed_cycles,
+                                                               n_real=len(part))
+                    grads = None
+                    if gradient:
+                        grads = self.gradient(sig, batch, params, ints, res.mo_coeff, res.mo_occ)
+                    for k, i in enumerate(part):
+                        results[i] = _result(prepared[i], sig, res, props, std, grads, k)
+                    bar.update(len(part))
+        finally:
+            bar.close()
+        return results
+
+
+def _progress(total: int, enabled: bool):
+    if enabled:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, unit="mol", desc="mess")
+
+    class _Null:
+        def update(self, n):
+            pass
+
+        def close(self):
+            pass
+
+    return _Null()
+
+
+def _result(p: Prepared, sig: Signature, res, props, std, grads, k: int) -> Result:
+    """Item k of a batch, without padding and in PySCF's AO order."""
+    ix = p.layout.engine_index(sig.basis)
+    n = p.layout.nao
+    natom = p.natom
+    item = jax.tree.map(lambda a: np.asarray(a)[k], res)
+    mo_e = item.mo_energy[..., :n]
+    mo_c = item.mo_coeff[..., ix, :][..., :n]
+    mo_occ = item.mo_occ[..., :n]
+    dm = item.density[..., ix, :][..., ix]
+    comps = {"e_nuc": item.e_nuc, "e_one": item.e_one, **item.parts}
+    f = sig.method.functional
+    method = ("R" if sig.restricted else "U") + ("HF" if f.family == "hf" else "KS")
+    return Result(energy=item.energy, converged=item.converged, iterations=item.iterations, mo_energy=mo_e,
+                  mo_coeff=mo_c, mo_occ=mo_occ, density=dm, homo=item.homo, lumo=item.lumo,
+                  dipole=np.asarray(props["dipole"])[k], mulliken=np.asarray(props["mulliken"])[k][:natom],
+                  components=comps, energy_history=item.energy_history,
+                  energy_std_last5=None if std is None else std[k],
+                  gradient=None if grads is None else grads[k][:natom], nao=n, ngrid=p.npts,
+                  method=method, basis=sig.method.basis, xc=sig.method.xc)
+
+
+_DEFAULT: Engine | None = None
+
+
+def default_engine() -> Engine:
+    """The engine used by :func:`mess.run` and :func:`mess.run_batch` when none is
+    passed, created on first use. Hold your own :class:`Engine` to control the lifetime
+    of compiled programs; ``default_engine().clear()`` drops this one's."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = Engine()
+    return _DEFAULT

@@ -1,0 +1,272 @@
+"""Signatures: the ints and strings that fix every shape of a batch.
+
+A :class:`Signature` is a frozen record, hashed by value, of the padded sizes of a
+batch (atoms, shells per angular momentum, quartets per ERI class, grid points, the
+MINAO basis) and of the method (basis, functional, restricted or not, grid level,
+screening threshold, precision). It is the only thing the engine's compiled programs
+are keyed on: two batches with equal signatures share every compiled program, however
+different their molecules.
+
+The host side of one molecule is a :class:`Prepared` record (:func:`prepare`): its
+basis layout, its MINAO layout, its Schwarz-screened quartets at its geometry, and
+its grid size. :func:`signature_for` pads a set of prepared molecules to one
+signature; :func:`fits` tells whether a molecule fits an existing signature.
+Sizes are rounded up to few distinct values (:func:`round_size`, at most 25%
+padding), so that later batches of similar molecules land on signatures already
+compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+
+from mess.basis.shells import BasisLayout, BasisShape, GroupShape, shell_size
+from mess.engine.guess import minao_layout
+from mess.grid import make_grid_plan
+from mess.grid.plan import default_block_size
+from mess.integrals.two_electron import (SCHWARZ_THRESHOLD, QuartetClass, QuartetPopulation, _work_per_primitive,
+                                         choose_class_shapes, class_counts, padded_quartet_count, quartet_population,
+                                         schwarz_bounds, size_bucket)
+from mess.structure import Molecule
+
+#: Precisions the engine offers (float32 modes are a later addition).
+PRECISIONS = ("float64",)
+
+
+def round_size(n: int) -> int:
+    """Padded size for a count: :func:`~mess.integrals.two_electron.size_bucket` (the
+    next power of two up to 8, then m 2^k with m in 4..8; at most 25% padding)."""
+    return size_bucket(max(1, int(n)))
+
+
+@functools.lru_cache(maxsize=64)
+def functional_of(xc: str):
+    """:func:`mess.xc.parse_xc` of a name (memoised; raises ``ValueError`` for unknown
+    or unsupported functionals)."""
+    from mess.xc import parse_xc
+
+    if not isinstance(xc, str) or not xc.strip():
+        raise ValueError(f"functional name must be a non-empty string, got {xc!r}")
+    return parse_xc(xc.strip().lower())
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """What is computed, apart from the molecule (hashed by value).
+
+    Attributes:
+        basis: basis-set name (PySCF's library), ``cart``: Cartesian AOs.
+        xc: ``"hf"`` or a functional name with PySCF's meaning (lower case).
+        grid_level: PySCF grid level 0-9 (unused for HF).
+        schwarz_threshold: Schwarz screening threshold on ERI bounds (0: none).
+        precision: ``"float64"``.
+    """
+
+    basis: str
+    xc: str = "hf"
+    cart: bool = False
+    grid_level: int = 3
+    schwarz_threshold: float = SCHWARZ_THRESHOLD
+    precision: str = "float64"
+
+    def __post_init__(self):
+        from mess.basis.shells import check_basis_name
+
+        check_basis_name(self.basis)
+        object.__setattr__(self, "xc", str(self.xc).strip().lower())
+        functional_of(self.xc)
+        if not isinstance(self.grid_level, (int, np.integer)) or isinstance(self.grid_level, bool) \
+                or not 0 <= self.grid_level <= 9:
+            raise ValueError(f"grid level must be an integer from 0 to 9, got {self.grid_level!r}")
+        if not self.schwarz_threshold >= 0:
+            raise ValueError(f"schwarz_threshold must be >= 0, got {self.schwarz_threshold!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        object.__setattr__(self, "grid_level", int(self.grid_level))
+        object.__setattr__(self, "cart", bool(self.cart))
+        object.__setattr__(self, "schwarz_threshold", float(self.schwarz_threshold))
+
+    @property
+    def functional(self):
+        return functional_of(self.xc)
+
+    @property
+    def dft(self) -> bool:
+        return self.functional.family != "hf"
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    """Every shape of a batch (see the module docstring). Hashed by value.
+
+    Attributes:
+        method: the :class:`Method`.
+        restricted: closed-shell RHF/RKS (True) or UHF/UKS.
+        natom: padded atom count (ghost atoms: charge 0, no basis functions).
+        basis: padded :class:`~mess.basis.shells.BasisShape` (shells per l).
+        classes: ERI quartet classes with their padded quartet counts.
+        guess: padded shape of the MINAO basis.
+        npts: padded grid points (0 for HF).
+    """
+
+    method: Method
+    restricted: bool
+    natom: int
+    basis: BasisShape
+    classes: tuple[QuartetClass, ...]
+    guess: BasisShape
+    npts: int
+
+    @property
+    def nao(self) -> int:
+        return self.basis.nao
+
+    @property
+    def grid_block(self) -> int:
+        """Points per block of the Becke partition."""
+        return default_block_size(self.natom)
+
+    @property
+    def with_k(self) -> bool:
+        """Whether exact exchange is built."""
+        return self.method.functional.hyb != 0
+
+    def cost(self, cycles: int = 15) -> float:
+        """Estimated floating-point work of one item of this signature (a model for
+        bucketing, not a timing): ERIs once, then per cycle J/K, the XC quadrature and
+        the eigensolver."""
+        return _cost(self.method, self.basis, self.natom, self.npts,
+                     [(c.ls, c.ks, c.nq) for c in self.classes], cycles)
+
+    def describe(self) -> str:
+        kind = "R" if self.restricted else "U"
+        groups = " ".join(f"l{g.l}:{g.nshell}x{g.nprim}" for g in self.basis.groups)
+        nq = sum(c.nq for c in self.classes)
+        grid = f", {self.npts} grid points" if self.npts else ""
+        return (f"{kind} {self.method.xc}/{self.method.basis}: {self.natom} atoms, {self.nao} AOs ({groups}), "
+                f"{len(self.classes)} ERI classes / {nq} quartets{grid}")
+
+
+def _cost(method: Method, shape: BasisShape, natom: int, npts: int, classes, cycles: int) -> float:
+    eri = sum(nq * float(np.prod(ks)) * _work_per_primitive(ls) for ls, ks, nq in classes)
+    nvals = sum(nq * float(np.prod([shell_size(l, shape.cart) for l in ls])) for ls, ks, nq in classes)
+    jk = nvals * (6.0 if method.functional.hyb != 0 else 2.0) * 2.0
+    nao = shape.nao
+    nd = 4 if method.functional.family == "gga" else 1
+    xc = 3.0 * nd * npts * nao * nao
+    grid = npts * natom * natom * 30.0 + npts * nao * 20.0 * nd if npts else 0.0
+    eig = 10.0 * nao ** 3
+    return eri + grid + cycles * (jk + xc + eig)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Prepared:
+    """Host data of one molecule for one :class:`Method` (at its geometry).
+
+    Attributes:
+        molecule: the molecule (positions in Bohr).
+        method: the method.
+        restricted: closed-shell (True) or unrestricted.
+        layout: its basis layout; guess_layout, guess_occupation: MINAO basis and
+            per-shell occupations.
+        population: unique quartets screened at this geometry.
+        npts: grid points (0 for HF).
+    """
+
+    molecule: Molecule
+    method: Method
+    restricted: bool
+    layout: BasisLayout
+    guess_layout: BasisLayout
+    guess_occupation: np.ndarray
+    population: QuartetPopulation
+    npts: int
+
+    @functools.cached_property
+    def counts(self) -> dict:
+        """Quartets per (angular momenta, primitive counts)."""
+        return self.population.signature_counts()
+
+    @property
+    def natom(self) -> int:
+        return self.molecule.natom
+
+    def cost(self, cycles: int = 15) -> float:
+        """:meth:`Signature.cost` of this molecule without padding."""
+        classes = [(ls, sig, n) for (ls, sig), n in self.counts.items()]
+        return _cost(self.method, self.layout.shape(), self.natom, self.npts, classes, cycles)
+
+
+def prepare(molecule: Molecule, method: Method, restricted: bool | None = None) -> Prepared:
+    """The host data of ``molecule`` for ``method``: basis and MINAO layouts, quartets
+    screened at the molecule's geometry, grid size. Raises ``ValueError`` naming the
+    problem (basis lacking an element, restricted with unpaired electrons, ...)."""
+    if restricted is None:
+        restricted = molecule.spin == 0
+    if restricted and molecule.spin != 0:
+        raise ValueError(f"restricted calculation requested for spin {molecule.spin}; use restricted=False")
+    from mess.basis.shells import basis_layout
+
+    layout = basis_layout(molecule.numbers, method.basis, method.cart)
+    guess_layout, guess_occ = minao_layout(molecule.numbers, method.cart)
+    if method.schwarz_threshold > 0:
+        bounds = schwarz_bounds(layout, molecule.numbers, np.asarray(molecule.positions))
+    else:
+        bounds = None
+    population = quartet_population(layout, bounds, method.schwarz_threshold)
+    npts = make_grid_plan(molecule.numbers, method.grid_level).npts if method.dft else 0
+    return Prepared(molecule, method, bool(restricted), layout, guess_layout, guess_occ, population, int(npts))
+
+
+def _padded_shape(layouts: list[BasisLayout], cart: bool, rounding: bool) -> BasisShape:
+    counts: dict[int, tuple[int, int]] = {}
+    for lay in layouts:
+        for l, (n, k) in lay.counts().items():
+            n0, k0 = counts.get(l, (0, 0))
+            counts[l] = (max(n0, n), max(k0, k))
+    rnd = round_size if rounding else int
+    return BasisShape(cart, tuple(GroupShape(l, k, rnd(n)) for l, (n, k) in sorted(counts.items())))
+
+
+def signature_for(members: list[Prepared], rounding: bool = True) -> Signature:
+    """The smallest signature (sizes rounded by :func:`round_size` unless ``rounding``
+    is False) that holds every molecule of ``members`` (same method and
+    restricted/unrestricted kind)."""
+    if not members:
+        raise ValueError("a signature needs at least one molecule")
+    method, restricted = members[0].method, members[0].restricted
+    for p in members:
+        if p.method != method or p.restricted != restricted:
+            raise ValueError("molecules of one signature must share the method and restricted/unrestricted kind")
+    rnd = round_size if rounding else int
+    shape = _padded_shape([p.layout for p in members], method.cart, rounding)
+    guess = _padded_shape([p.guess_layout for p in members], method.cart, rounding)
+    shapes = choose_class_shapes([p.counts for p in members])
+    per_member = [class_counts(p.population, shapes) for p in members]
+    classes = []
+    for i, (ls, ks) in enumerate(shapes):
+        n = max(c[i] for c in per_member)
+        if n > 0:
+            classes.append(QuartetClass(ls, ks, padded_quartet_count(n, ls, ks)))
+    natom = rnd(max(p.natom for p in members))
+    npts = rnd(max(p.npts for p in members)) if method.dft else 0
+    return Signature(method, restricted, natom, shape, tuple(classes), guess, npts)
+
+
+def fits(p: Prepared, sig: Signature) -> bool:
+    """Whether molecule ``p`` fits signature ``sig`` (same method and kind, every size
+    within the padded sizes, every quartet covered by a class with room for it)."""
+    if p.method != sig.method or p.restricted != sig.restricted:
+        return False
+    if p.natom > sig.natom or p.npts > sig.npts:
+        return False
+    for shape, layout in ((sig.basis, p.layout), (sig.guess, p.guess_layout)):
+        try:
+            layout.check_fits(shape)
+        except ValueError:
+            return False
+    counts = class_counts(p.population, [(c.ls, c.ks) for c in sig.classes])
+    return counts is not None and all(n <= c.nq for n, c in zip(counts, sig.classes))
