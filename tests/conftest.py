@@ -7,10 +7,8 @@
   The slow cross-checks (``-m slow``) are dominated by running large integral
   kernels instead, which level 0 makes several times slower, so a run that selects
   them keeps XLA's default optimisation. An XLA_FLAGS value set by the caller wins.
-* XLA's CPU backend maps memory regions for every compiled program; after each
-  test the compiled programs are dropped if the process nears the kernel's limit
-  on memory mappings (``mess.config.release_compiled_programs_if_needed``), which
-  otherwise crashes long test processes inside the compiler.
+* Compiled programs are owned by mess's engines (bounded, least recently used
+  first out), so a long test process keeps a bounded number of them.
 """
 
 import os
@@ -34,14 +32,6 @@ def pytest_configure(config):
     # after this hook: nothing at import time touches a device.
     if "XLA_FLAGS" not in os.environ and not _selects_slow(config.getoption("markexpr") or ""):
         os.environ["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
-
-
-@pytest.fixture(autouse=True)
-def _bounded_memory_maps():
-    yield
-    from mess.config import release_compiled_programs_if_needed
-
-    release_compiled_programs_if_needed()
 
 
 def pytest_make_parametrize_id(config, val, argname):

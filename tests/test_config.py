@@ -1,13 +1,15 @@
 """Runtime configuration helpers."""
 
-import pytest
+import jax
 
-from mess.config import memory_map_count, memory_map_limit, release_compiled_programs_if_needed
+from mess.config import enable_compilation_cache
 
 
-def test_memory_map_guard():
-    if memory_map_count() is None or memory_map_limit() is None:
-        pytest.skip("no /proc memory-map information on this platform")
-    assert memory_map_count() < memory_map_limit()
-    assert not release_compiled_programs_if_needed(fraction=10.0)
-    assert release_compiled_programs_if_needed(fraction=0.0)
+def test_enable_compilation_cache(tmp_path):
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        path = enable_compilation_cache(tmp_path / "cache")
+        assert path.is_dir()
+        assert jax.config.jax_compilation_cache_dir == str(path)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)

@@ -13,8 +13,8 @@ import pytest
 from pyscf import dft, scf
 
 import mess
-from mess.driver import integrals, prepare
-from mess.gradients import energy_and_gradient, fixed_orbital_gradient
+from mess.engine.calculation import Calculation
+from mess.gradients import energy_and_gradient, inline_gradient
 
 WATER = "O 0 0 0.1173; H 0 0.7572 -0.4692; H 0 -0.7572 -0.4692"
 AMMONIA = "N 0 0 0.1; H 0.9377 0 -0.2; H -0.4689 0.8121 -0.2; H -0.4689 -0.8121 -0.2"
@@ -71,37 +71,28 @@ def test_hf_gradient_vs_pyscf(water):
     _check_gradient(water, "6-31g", "hf")
 
 
-def test_staged_gradient_equals_direct_autodiff_and_releases_per_class(water, monkeypatch):
-    """The gradient pulls the integrals back one ERI class at a time, checking the
-    memory-map limit after each class (a def2-SVP gradient of a ten-atom molecule
-    compiles the derivative kernels of ~50 classes). The staged result equals plain
-    reverse-mode autodiff of the fixed-orbital energy."""
-    import mess.gradients as G
-    from mess.gradients import energy_at_fixed_orbitals
+def test_staged_gradient_equals_direct_autodiff(water):
+    """The engine's gradient pulls the energy's derivative back through each integral
+    stage's own program (one-electron part, each ERI class, grid); the result equals
+    reverse-mode autodiff of the fixed-orbital energy in one program, and the
+    fixed-orbital energy at the SCF geometry is the SCF energy."""
+    calc = Calculation(water, "6-31g", "hf", {"conv_tol": TIGHT})
+    res, raw = calc.solve(gradient=True)
+    assert len(calc.signature.classes) > 1
+    prm = jax.tree.map(lambda x: x[0], raw["params"])
+    s0 = raw["ints"][0]["overlap"][0]
+    c0, occ = jnp.asarray(raw["res"].mo_coeff[0]), jnp.asarray(raw["res"].mo_occ[0])
+    g_direct = calc.program("gradient", inline_gradient)(calc.system, prm, c0, occ, s0)
+    assert np.abs(np.asarray(g_direct[:3]) - res.gradient).max() < 1e-12
+    assert np.abs(np.asarray(g_direct[3:])).max() == 0.0  # the ghost atom
+    from mess.engine import fixed_orbital_energy
+    from mess.engine.stages import eri_part, one_electron_part
 
-    calls = []
-    monkeypatch.setattr(G, "release_compiled_programs_if_needed", lambda *a, **k: calls.append(1) or False)
-    res = mess.run(water, "6-31g", "hf", conv_tol=TIGHT)
-    setup = prepare(water, "6-31g", "hf")
-    pos = jnp.asarray(water.positions)
-    s0 = integrals(setup, pos)["overlap"]
-    e, g = fixed_orbital_gradient(setup, pos, res.mo_coeff, res.mo_occ, s0)
-    assert len(calls) == len(setup.eri_plan.classes) > 1
-    e_direct, g_direct = jax.value_and_grad(
-        lambda p: energy_at_fixed_orbitals(setup, p, res.mo_coeff, res.mo_occ, s0))(pos)
-    assert abs(float(e) - float(e_direct)) < 1e-12
-    assert np.abs(np.asarray(g) - np.asarray(g_direct)).max() < 1e-12
-
-
-@pytest.mark.slow
-def test_fixed_orbital_energy_is_scf_energy(water):
-    res = mess.run(water, "6-31g", "hf", conv_tol=TIGHT)
-    setup = prepare(water, "6-31g", "hf")
-    pos = jnp.asarray(water.positions)
-    s0 = integrals(setup, pos)["overlap"]
-    e, g = fixed_orbital_gradient(setup, pos, res.mo_coeff, res.mo_occ, s0)
+    sig = calc.signature
+    blocks = tuple(eri_part(sig, i, calc.system, prm) for i in range(len(sig.classes)))
+    e = jax.jit(lambda q: fixed_orbital_energy(sig, calc.system, q, one_electron_part(sig, calc.system, q), blocks,
+                                               None, c0, occ, s0))(prm)
     assert abs(float(e) - float(res.energy)) < 1e-10
-    assert np.abs(np.asarray(g) - np.asarray(mess.gradient(water, "6-31g", "hf", conv_tol=TIGHT))).max() < 1e-12
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +150,19 @@ def test_energy_function_vmap_ethanol():
     other = batched_fn(_conformers(mol, 16, 0.03, seed=7))
     assert np.all(np.isfinite(np.asarray(other)))
     assert batched_fn._cache_size() == 1
+
+
+def test_batch_gradients_equal_single_and_are_finite_through_padding():
+    """Forces of batched items (different molecules, padded to one signature) equal
+    each molecule's own forces, and the gradient with respect to the padded batch
+    positions is finite (zero on ghost atoms)."""
+    mols = [molecule(WATER), molecule(AMMONIA), molecule("O 0 0 0; H 0 0 0.97", spin=1)]
+    batch = mess.run_batch(mols, "sto-3g", "hf", gradient=True, conv_tol=TIGHT, conv_tol_grad=TIGHT_GRAD)
+    for m, r in zip(mols, batch):
+        single, g = energy_and_gradient(m, "sto-3g", "hf", conv_tol=TIGHT, conv_tol_grad=TIGHT_GRAD)
+        assert abs(float(r.energy) - float(single.energy)) < 1e-10
+        assert r.gradient.shape == (m.natom, 3) and np.isfinite(r.gradient).all()
+        assert np.abs(r.gradient - np.asarray(g)).max() < 1e-8
 
 
 def _ring(symbols_ring, subs, r=1.39):

@@ -15,7 +15,7 @@ from pyscf import dft, scf
 
 import mess
 from mess.implicit import polarizability, scf_function
-from mess.parametric import DEBYE_PER_AU
+from mess.properties import AU2DEBYE
 
 WATER = "3\n\nO 0 0 0.1173\nH 0 0.7572 -0.4692\nH 0 -0.7572 -0.4692\n"
 METHANE = ("5\n\nC 0 0 0\nH 0.629 0.629 0.629\nH -0.629 -0.629 0.629\nH -0.629 0.629 -0.629\n"
@@ -196,4 +196,4 @@ def test_unconverged_outputs_are_flagged(water):
 
 def test_units_of_dipole(water_hf):
     _, _, st = water_hf
-    assert np.allclose(np.asarray(st.dipole), np.asarray(st.dipole_au) * DEBYE_PER_AU)
+    assert np.allclose(np.asarray(st.dipole), np.asarray(st.dipole_au) * AU2DEBYE)

@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mess.basis import make_basis
+from mess.basis import ShellGroup
+from mess.engine import Method, build, prepare, signature_for
 from mess.integrals.boys import boys
 from mess.integrals.one_electron import nuclear_repulsion, one_electron
-from mess.integrals.two_electron import (BlockJK, degeneracy_scale, eri_blocks, eri_tensor, get_jk,
-                                         make_eri_plan, split_by_primitives)
+from mess.integrals.two_electron import eri_blocks, eri_tensor, get_jk, split_by_primitives
 from mess.structure import Molecule
 
 from molecules import BENZENE, ETHANOL, H2S, HYDROGEN_FLUORIDE, WATER
@@ -47,12 +47,56 @@ def test_boys_function_accuracy_and_derivative():
     assert np.all(np.isfinite(np.asarray(jax.vmap(jax.grad(lambda t: boys(2, t)[0]))(jnp.zeros(3)))))
 
 
+class Setup:
+    """One molecule's basis and quartet lists, padded to its own signature (rounded
+    sizes, so padding is exercised) unless ``rounding`` is False; ``ix`` maps PySCF's
+    AO order to the engine's."""
+
+    def __init__(self, xyz, basis, cart=False, threshold=1e-14, rounding=True):
+        self.molecule = Molecule.from_xyz(xyz) if isinstance(xyz, str) else xyz
+        p = prepare(self.molecule, Method(basis, "hf", cart, schwarz_threshold=threshold))
+        self.sig = signature_for([p], rounding=rounding)
+        self.system = build(p, self.sig)
+        self.shape, self.classes = self.sig.basis, self.sig.classes
+        self.groups = jax.tree.map(jnp.asarray, self.system.shells)
+        self.quartets = jax.tree.map(jnp.asarray, self.system.quartets)
+        self.ix = p.layout.engine_index(self.shape)
+        self.nao = p.layout.nao
+        self.positions = jnp.asarray(self.system.positions)
+        self.charges = jnp.asarray(self.system.charges)
+        self._one = jax.jit(lambda p, g: one_electron(self.shape, g, p, self.charges))
+        self._tensor = jax.jit(lambda b: eri_tensor(self.shape, self.classes, self.quartets, b))
+        self._jk = jax.jit(lambda b, d: get_jk(self.shape, self.classes, self.quartets, b, d))
+
+    def pyscf_order(self, a):
+        a = np.asarray(a)
+        return a[..., self.ix, :][..., self.ix]
+
+    def one(self, positions=None, groups=None):
+        return self._one(self.positions if positions is None else positions,
+                         self.groups if groups is None else groups)
+
+    def blocks(self, positions=None):
+        return eri_blocks(self.shape, self.classes, self.groups, self.positions if positions is None else positions,
+                          self.quartets)
+
+    def tensor(self, blocks):
+        full = self._tensor(blocks)
+        return full[jnp.ix_(self.ix, self.ix, self.ix, self.ix)]
+
+    def jk(self, blocks, dm_pyscf):
+        n = self.shape.nao
+        dm = jnp.zeros(dm_pyscf.shape[:-2] + (n, n)).at[..., self.ix[:, None], self.ix[None, :]].set(dm_pyscf)
+        j, k = self._jk(blocks, dm)
+        return self.pyscf_order(j), self.pyscf_order(k)
+
+
 def _one_electron_errors(xyz, basis, cart):
-    m = Molecule.from_xyz(xyz)
-    mol = m.to_pyscf(basis, cart=cart)
-    ints = one_electron(make_basis(m, basis, cart), m.positions, jnp.asarray(m.numbers, float))
+    st = Setup(xyz, basis, cart)
+    mol = st.molecule.to_pyscf(basis, cart=cart)
+    ints = st.one()
     sfx = "_cart" if cart else "_sph"
-    return {k: np.abs(np.asarray(ints[k]) - mol.intor(name + sfx)).max() for k, name in ONE_E}, mol
+    return {k: np.abs(st.pyscf_order(ints[k]) - mol.intor(name + sfx)).max() for k, name in ONE_E}, mol
 
 
 @pytest.mark.parametrize("xyz,basis", [(WATER, "sto-3g"), (WATER, "def2-svp"), (BENZENE, "def2-svp"),
@@ -71,21 +115,20 @@ def test_nuclear_repulsion_matches_pyscf():
 
 
 def _eri_check(xyz, basis, cart, threshold=1e-14):
-    m = Molecule.from_xyz(xyz)
-    mol = m.to_pyscf(basis, cart=cart)
-    b = make_basis(m, basis, cart)
-    plan = make_eri_plan(b, m.positions, threshold=threshold)
-    blocks = eri_blocks(plan, b, m.positions)
-    full = np.asarray(eri_tensor(plan, blocks))
+    st = Setup(xyz, basis, cart, threshold)
+    mol = st.molecule.to_pyscf(basis, cart=cart)
+    blocks = jax.jit(lambda p: st.blocks(p))(st.positions)
+    full = np.asarray(st.tensor(blocks))
     ref = mol.intor("int2e_cart" if cart else "int2e_sph")
     assert np.abs(full - ref).max() < 1e-10
     rng = np.random.default_rng(1)
     dm = rng.normal(size=(2, mol.nao, mol.nao))
     dm = dm + dm.swapaxes(1, 2)
-    j, k = get_jk(plan, blocks, jnp.asarray(dm))
-    np.testing.assert_allclose(np.asarray(j), np.einsum("ijkl,xkl->xij", ref, dm), atol=1e-9, rtol=0)
-    np.testing.assert_allclose(np.asarray(k), np.einsum("ikjl,xkl->xij", ref, dm), atol=1e-9, rtol=0)
-    assert plan.nvalues < (mol.nao ** 4) / 4  # 8-fold symmetry: far fewer than N^4 values stored
+    j, k = st.jk(blocks, jnp.asarray(dm))
+    np.testing.assert_allclose(j, np.einsum("ijkl,xkl->xij", ref, dm), atol=1e-9, rtol=0)
+    np.testing.assert_allclose(k, np.einsum("ikjl,xkl->xij", ref, dm), atol=1e-9, rtol=0)
+    # 8-fold symmetry: far fewer than N^4 values stored (padding included)
+    assert sum(c.nvalues(cart) for c in st.classes) < (mol.nao ** 4) / 4
 
 
 @pytest.mark.parametrize("xyz,basis,cart", [(WATER, "sto-3g", False), (WATER, "def2-svp", False),
@@ -104,13 +147,14 @@ def test_eri_match_pyscf_large(xyz, basis, cart):
 
 
 def test_schwarz_screening_drops_only_negligible_quartets():
-    m = Molecule.from_xyz(BENZENE)
-    b = make_basis(m, "sto-3g")
-    full_plan = make_eri_plan(b, m.positions, threshold=0.0)
-    plan = make_eri_plan(b, m.positions, threshold=1e-8)
-    assert plan.nquartets < full_plan.nquartets
-    ref = np.asarray(eri_tensor(full_plan, eri_blocks(full_plan, b, m.positions)))
-    got = np.asarray(eri_tensor(plan, eri_blocks(plan, b, m.positions)))
+    full = Setup(BENZENE, "sto-3g", threshold=0.0, rounding=False)
+    screened = Setup(BENZENE, "sto-3g", threshold=1e-8, rounding=False)
+    def real(st):
+        return sum(int(np.sum(np.asarray(q.weights) > 0)) for q in st.quartets)
+
+    assert real(screened) < real(full)
+    ref = np.asarray(full.tensor(jax.jit(full.blocks)(full.positions)))
+    got = np.asarray(screened.tensor(jax.jit(screened.blocks)(screened.positions)))
     assert np.abs(got - ref).max() < 1e-8
 
 
@@ -132,14 +176,11 @@ def test_split_by_primitives_partitions_each_class():
 
 
 def test_jk_takes_quartet_indices_as_arguments():
-    """The degeneracy weights computed from the shell indices are the plan's, and the
-    J/K program keeps no per-quartet table as a constant (only the per-shell AO offsets),
-    so its size does not grow with the number of quartets."""
-    m = Molecule.from_xyz(WATER)
-    b = make_basis(m, "6-31g")
-    plan = make_eri_plan(b, m.positions)
-    for cls, shells in zip(plan.classes, plan.shell_indices):
-        np.testing.assert_array_equal(np.asarray(degeneracy_scale(shells)), cls.scale)
+    """The J/K program keeps no per-quartet table as a constant (the quartets' rows and
+    weights are arguments), so its size does not grow with the number of quartets, and
+    one program serves every molecule of a signature."""
+    st = Setup(WATER, "6-31g")
+    blocks = jax.jit(st.blocks)(st.positions)
 
     def consts(closed):
         out = list(closed.consts)
@@ -148,9 +189,9 @@ def test_jk_takes_quartet_indices_as_arguments():
                     for c in consts(p)]
         return out
 
-    jk = BlockJK(plan, eri_blocks(plan, b, m.positions))
-    found = consts(jax.make_jaxpr(lambda f, d: f(d))(jk, jnp.eye(b.nao)))
-    assert sum(np.size(c) for c in found) <= len(plan.ao_offsets)
+    fn = lambda q, b, d: get_jk(st.shape, st.classes, q, b, d)  # noqa: E731
+    found = consts(jax.make_jaxpr(fn)(st.quartets, blocks, jnp.eye(st.shape.nao)))
+    assert sum(np.size(c) for c in found) <= 8 * len(st.classes) * max(st.shape.size(l) for l in st.shape.ls)
 
 
 def test_jk_in_scf_loop_keeps_no_copies_of_the_integrals():
@@ -158,26 +199,25 @@ def test_jk_in_scf_loop_keeps_no_copies_of_the_integrals():
     rearranged copies of the integral blocks: with a batched-matmul contraction XLA
     held transposed copies of every block (temporary memory 6.4x the blocks for
     ethanol/6-31g*, 31 GB for caffeine/def2-SVP); the fused contraction needs 3.8x."""
-    m = Molecule.from_xyz(ETHANOL)
-    b = make_basis(m, "6-31g*")
-    plan = make_eri_plan(b, m.positions)
-    blocks = eri_blocks(plan, b, jnp.asarray(m.positions))
+    st = Setup(ETHANOL, "6-31g*", rounding=False)
+    blocks = jax.jit(st.blocks)(st.positions)
 
     def loop(blocks, dm):
         def body(_, d):
-            j, k = get_jk(plan, blocks, d)
+            j, k = get_jk(st.shape, st.classes, st.quartets, blocks, d)
             return 0.5 * d + 1e-3 * (j - 0.5 * k)
         return jax.lax.fori_loop(0, 3, body, dm)
 
-    compiled = jax.jit(loop).lower(blocks, jnp.eye(b.nao)).compile()
+    compiled = jax.jit(loop).lower(blocks, jnp.eye(st.shape.nao)).compile()
     block_bytes = sum(x.size * x.dtype.itemsize for x in blocks)
     assert compiled.memory_analysis().temp_size_in_bytes < 5 * block_bytes
 
 
-def _energy_like(basis, plan, charges, dm):
+def _energy_like(st, dm):
+    @jax.jit
     def f(pos):
-        one = one_electron(basis, pos, charges)
-        j, k = get_jk(plan, eri_blocks(plan, basis, pos), dm)
+        one = st.one(pos)
+        j, k = get_jk(st.shape, st.classes, st.quartets, st.blocks(pos), dm)
         return (jnp.sum(dm * (one["kinetic"] + one["nuclear"] + one["overlap"])) + 0.5 * jnp.sum(j * dm)
                 - 0.25 * jnp.sum(k * dm) + jnp.sum(one["dipole"][2] * dm))
     return f
@@ -185,41 +225,43 @@ def _energy_like(basis, plan, charges, dm):
 
 @pytest.mark.parametrize("basis", ["sto-3g", pytest.param("6-31g*", marks=pytest.mark.slow)])
 def test_integral_gradients_match_finite_differences(basis):
-    m = Molecule.from_xyz(WATER)
-    b = make_basis(m, basis)
-    plan = make_eri_plan(b, m.positions, threshold=0.0)
+    st = Setup(WATER, basis, threshold=0.0)
     rng = np.random.default_rng(0)
-    dm = rng.normal(size=(b.nao, b.nao)) * 0.3
+    n = st.shape.nao
+    dm = rng.normal(size=(n, n)) * 0.3
     dm = jnp.asarray(dm + dm.T)
-    f = _energy_like(b, plan, jnp.asarray(m.numbers, float), dm)
-    pos = m.positions
+    f = _energy_like(st, dm)
+    pos = st.positions
     g = np.asarray(jax.grad(f)(pos))
     h = 1e-4
     fd = np.zeros_like(g)
+    assert np.isfinite(g).all() and np.abs(g[3:]).max() == 0.0  # ghost atoms feel nothing
+    g = g[:3]
     for a in range(3):
         for x in range(3):
-            d = np.zeros((3, 3)); d[a, x] = h
+            d = np.zeros(pos.shape); d[a, x] = h
             fd[a, x] = (float(f(pos + d)) - float(f(pos - d))) / (2 * h)
-    np.testing.assert_allclose(g, fd, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(g, fd[:3], atol=1e-6, rtol=0)
 
 
 def test_overlap_gradient_wrt_exponents():
-    m = Molecule.from_xyz(HYDROGEN_FLUORIDE)
-    b = make_basis(m, "6-31g")
-    charges = jnp.asarray(m.numbers, float)
-    w = jnp.asarray(np.random.default_rng(3).normal(size=(b.nao, b.nao)))
+    st = Setup(HYDROGEN_FLUORIDE, "6-31g")
+    w = jnp.asarray(np.random.default_rng(3).normal(size=(st.shape.nao, st.shape.nao)))
+    g0 = st.groups[0]
 
+    @jax.jit
     def f(exps):
-        bb = eqx.tree_at(lambda x: x.exponents, b, exps)
-        one = one_electron(bb, m.positions, charges)
+        groups = (ShellGroup(exps, g0.coefficients, g0.atom),) + st.groups[1:]
+        one = st.one(groups=groups)
         return jnp.sum(w * (one["overlap"] + one["kinetic"]))
 
-    g = np.asarray(jax.grad(f)(b.exponents))
+    e0 = np.asarray(g0.exponents)
+    g = np.asarray(jax.grad(f)(jnp.asarray(e0)))
+    assert np.isfinite(g).all()
     h = 1e-6
-    for i, k in [(0, 0), (1, 1), (3, 0), (4, 0)]:
-        e = np.asarray(b.exponents)
-        step = h * e[i, k]
-        ep, em = e.copy(), e.copy()
+    for i, k in [(0, 0), (1, 1), (2, 0), (3, 0)]:  # s shells of F (contracted and not) and H
+        step = h * e0[i, k]
+        ep, em = e0.copy(), e0.copy()
         ep[i, k] += step
         em[i, k] -= step
         fd = (float(f(jnp.asarray(ep))) - float(f(jnp.asarray(em)))) / (2 * step)
@@ -227,19 +269,35 @@ def test_overlap_gradient_wrt_exponents():
 
 
 def test_vmap_over_geometries_equals_loop():
-    m = Molecule.from_xyz(WATER)
-    b = make_basis(m, "sto-3g")
-    plan = make_eri_plan(b, m.positions, threshold=0.0)
-    charges = jnp.asarray(m.numbers, float)
+    st = Setup(WATER, "sto-3g", threshold=0.0)
     rng = np.random.default_rng(2)
-    batch = m.positions[None] + 0.05 * jnp.asarray(rng.normal(size=(4, 3, 3)))
+    batch = st.positions[None] + 0.05 * jnp.asarray(rng.normal(size=(4,) + st.positions.shape))
 
+    @jax.jit
     def ints(pos):
-        one = one_electron(b, pos, charges)
-        return one["overlap"], one["nuclear"], eri_tensor(plan, eri_blocks(plan, b, pos))
+        one = st.one(pos)
+        return one["overlap"], one["nuclear"], st.tensor(st.blocks(pos))
 
     batched = jax.vmap(ints)(batch)
     for i in range(4):
         single = ints(batch[i])
         for x, y in zip(batched, single):
             np.testing.assert_allclose(np.asarray(x[i]), np.asarray(y), atol=1e-12, rtol=0)
+
+
+def test_padding_is_inert_and_nan_free():
+    """Ghost atoms, ghost shells and padding quartets change no integral and give
+    finite derivatives, also when ghost atoms coincide (all at the origin)."""
+    tight = Setup(WATER, "6-31g", rounding=False)
+    padded = Setup(WATER, "6-31g", rounding=True)
+    assert padded.sig.natom > tight.sig.natom and padded.shape.nao > tight.shape.nao
+    for st in (tight, padded):
+        mol = st.molecule.to_pyscf("6-31g")
+        one = st.one()
+        assert np.abs(st.pyscf_order(one["overlap"]) - mol.intor("int1e_ovlp")).max() < 1e-12
+        assert np.abs(np.asarray(st.tensor(jax.jit(st.blocks)(st.positions))) - mol.intor("int2e")).max() < 1e-10
+    e = lambda p: nuclear_repulsion(p, padded.charges)  # noqa: E731
+    g = np.asarray(jax.grad(e)(padded.positions))
+    assert np.isfinite(g).all() and abs(float(e(padded.positions)) - tight.molecule.to_pyscf().energy_nuc()) < 1e-10
+    s = lambda p: jnp.sum(padded.one(p)["overlap"] ** 2)  # noqa: E731
+    assert np.isfinite(np.asarray(jax.jit(jax.grad(s))(padded.positions))).all()

@@ -6,7 +6,7 @@ import pytest
 from pyscf import gto
 
 import mess
-from mess.basis import make_basis
+from mess.basis import basis_layout
 from mess.structure import BOHR, Molecule
 
 from molecules import OH_RADICAL, WATER
@@ -89,10 +89,10 @@ def test_bad_molecule_arguments():
 def test_basis_errors():
     m = Molecule.from_xyz(WATER)
     with pytest.raises(ValueError, match="unknown basis set 'no-such-basis'"):
-        make_basis(m, "no-such-basis")
+        basis_layout(m.numbers, "no-such-basis")
     u = Molecule.from_xyz("1\n\nI 0 0 0\n")
     with pytest.raises(ValueError, match="basis set '6-31g' lacks element I"):
-        make_basis(u, "6-31g")
+        basis_layout(u.numbers, "6-31g")
 
 
 def test_run_errors():

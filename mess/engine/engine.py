@@ -39,6 +39,7 @@ from mess.engine.functional import energy as energy_functional
 from mess.engine.planner import Plan, batch_size_for, plan_buckets
 from mess.engine.signature import Method, Prepared, Signature, prepare
 from mess.engine.system import Params, build, default_params, stack, take
+from mess.integrals.two_electron import divisor_chunk
 from mess.scf.eig import reorthonormalise
 from mess.scf.occupation import make_rdm1
 from mess.scf.options import SCFOptions
@@ -170,6 +171,13 @@ def fixed_orbital_energy(sig: Signature, system, params: Params, one, blocks, gr
     return energy_functional(ham, dm[0] if sig.restricted else dm)[0]
 
 
+def batched_chunk(cls, batch: int) -> int:
+    """Quartets per step of a class under ``vmap`` over ``batch`` items: the class's
+    chunk divided by the batch size (each step then holds about one chunk's work in
+    all), cutting the list evenly."""
+    return divisor_chunk(cls.nq, max(8, cls.chunk // batch))
+
+
 def _next_pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
@@ -235,8 +243,7 @@ class Engine:
         one = self._vmapped(("one", sig, b), functools.partial(stages.one_electron_part, sig))(systems, params)
         blocks = []
         for i, cls in enumerate(sig.classes):
-            chunk = max(8, cls.chunk // b) if cls.chunk >= 8 else cls.chunk
-            fn = functools.partial(stages.eri_part, sig, i, chunk=chunk)
+            fn = functools.partial(stages.eri_part, sig, i, chunk=batched_chunk(cls, b))
             blocks.append(self._vmapped(("eri", sig, i, b), fn)(systems, params))
         grid = None
         if sig.method.dft:
@@ -310,8 +317,7 @@ class Engine:
         total = total + self._vmapped(("one-vjp", sig, b), pullback(functools.partial(
             stages.one_electron_part, sig)))(systems, params, g_one)
         for i, cls in enumerate(sig.classes):
-            chunk = max(8, cls.chunk // b) if cls.chunk >= 8 else cls.chunk
-            stage = functools.partial(stages.eri_part, sig, i, chunk=chunk)
+            stage = functools.partial(stages.eri_part, sig, i, chunk=batched_chunk(cls, b))
             total = total + self._vmapped(("eri-vjp", sig, i, b), pullback(stage))(systems, params, g_blocks[i])
         if grid is not None:
             total = total + self._vmapped(("grid-vjp", sig, b), pullback(functools.partial(

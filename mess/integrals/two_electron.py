@@ -311,7 +311,9 @@ class QuartetClass:
 
     @property
     def chunk(self) -> int:
-        return min(class_chunk(self.ls, self.ks), self.nq)
+        """Quartets evaluated per step: the class's chunk length, or the whole list when
+        it is shorter (:func:`padded_quartet_count` makes either divide ``nq``)."""
+        return divisor_chunk(self.nq, class_chunk(self.ls, self.ks))
 
     def covers(self, ls, sig) -> bool:
         return tuple(ls) == self.ls and all(s <= k for s, k in zip(sig, self.ks))
@@ -367,11 +369,23 @@ def assign_classes(population: QuartetPopulation, shapes) -> dict[int, tuple[tup
 
 
 def padded_quartet_count(n: int, ls, ks) -> int:
-    """Padded length of a class list holding ``n`` quartets: a multiple of the chunk
-    length, with the number of chunks rounded by :func:`size_bucket`."""
+    """Padded length of a class list holding ``n`` quartets: :func:`size_bucket` of n
+    when it fits in one chunk, else a multiple of the chunk length with the number of
+    chunks rounded by :func:`size_bucket` (at most 25% padding either way)."""
     chunk = class_chunk(tuple(ls), tuple(ks))
-    nchunk = max(1, -(-n // chunk))
-    return size_bucket(nchunk) * chunk
+    if n <= chunk:
+        return min(size_bucket(max(1, n)), chunk)
+    return size_bucket(-(-n // chunk)) * chunk
+
+
+def divisor_chunk(nq: int, target: int) -> int:
+    """The largest divisor of ``nq`` not above ``target`` (at least 1): a chunk length
+    that cuts a list of ``nq`` quartets evenly."""
+    target = max(1, min(nq, target))
+    for c in range(target, 0, -1):
+        if nq % c == 0:
+            return c
+    return 1
 
 
 class QuartetList(eqx.Module):
