@@ -29,7 +29,7 @@ from jaxtyping import Array, Float
 
 from mess.engine import stages
 from mess.engine.engine import Engine, Result, _result, default_engine, require_float64, split_options
-from mess.engine.signature import Method, fits, prepare, signature_for
+from mess.engine.signature import Method, prepare
 from mess.engine.system import Params, build, default_params, take
 from mess.integrals.two_electron import SCHWARZ_THRESHOLD
 from mess.scf.kernel import diis_phase, fallback_phase, finalize, initial_state
@@ -86,9 +86,7 @@ class Calculation:
         self.engine = engine or default_engine()
         self.molecule = molecule
         self.prepared = prepare(molecule, self.method, rest.get("restricted"))
-        known = [s for s in self.engine.signatures if fits(self.prepared, s)
-                 and s.cost() <= 1.5 * self.prepared.cost()]
-        self.signature = min(known, key=lambda s: s.cost()) if known else signature_for([self.prepared])
+        self.signature = self.engine.plan([self.prepared]).buckets[0].signature
         self.system = build(self.prepared, self.signature)
         self._maps = _param_maps(self)
 

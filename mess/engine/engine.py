@@ -45,6 +45,26 @@ from mess.scf.occupation import make_rdm1
 from mess.scf.options import SCFOptions
 from mess.structure import Molecule
 
+#: Fraction of the kernel's memory-map limit above which an engine drops its least
+#: recently used programs (down to half of it).
+MAP_FRACTION = 0.5
+#: Programs an engine keeps however high the memory-map count is.
+MIN_PROGRAMS = 8
+
+
+def map_pressure() -> float:
+    """This process's memory mappings as a fraction of the kernel's limit
+    (``/proc/self/maps`` over ``vm.max_map_count``; 0 where unknown)."""
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            count = sum(1 for _ in f)
+        with open("/proc/sys/vm/max_map_count") as f:
+            limit = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return count / limit if limit > 0 else 0.0
+
+
 #: SCF option names accepted by run / run_batch (fields of SCFOptions).
 SCF_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(SCFOptions))
 
@@ -214,17 +234,33 @@ class Engine:
         return tuple(self._signatures)
 
     def program(self, key, make: Callable[[], Callable]) -> Callable:
-        """The program for ``key``, built by ``make()`` on first use (LRU-bounded)."""
+        """The program for ``key``, built by ``make()`` on first use.
+
+        The table is bounded: at most ``max_programs`` programs, and fewer when the
+        process nears the kernel's limit on memory mappings (XLA's CPU backend maps
+        some hundred regions per compiled program; past ``vm.max_map_count`` the next
+        compilation crashes). Either way the least recently used of *this engine's*
+        programs are dropped; nothing else is touched."""
         fn = self._programs.get(key)
         if fn is None:
+            self._evict(reserve=1)
             fn = make()
             self._programs[key] = fn
             self.built += 1
-            while len(self._programs) > self.max_programs:
-                self._programs.popitem(last=False)
         else:
             self._programs.move_to_end(key)
         return fn
+
+    def _evict(self, reserve: int = 0) -> None:
+        while len(self._programs) + reserve > self.max_programs:
+            self._programs.popitem(last=False)
+        if len(self._programs) > MIN_PROGRAMS and map_pressure() > MAP_FRACTION:
+            import gc
+
+            while len(self._programs) > MIN_PROGRAMS and map_pressure() > 0.5 * MAP_FRACTION:
+                for _ in range(max(1, len(self._programs) // 4)):
+                    self._programs.popitem(last=False)
+                gc.collect()
 
     def _vmapped(self, key, fn, in_axes=0):
         return self.program(key, lambda: jax.jit(jax.vmap(fn, in_axes=in_axes)))

@@ -6,8 +6,10 @@ list of prepared molecules it chooses at most ``max_buckets`` signatures per met
 and kind (restricted or not) that minimise the total padded work, with the padding
 overhead reported.
 
-Algorithm: molecules that fit a signature the caller already compiled (with at most
-``reuse_overhead`` extra work) go there; the others are sorted by their own work and
+Algorithm: molecules that fit a signature the caller already compiled go there when
+the extra work is small: at most ``reuse_overhead`` of their own, or less in all than
+compiling a new bucket would cost (so a single small molecule reuses a larger
+compiled signature rather than waiting for a compilation); the others are sorted by their own work and
 cut into contiguous segments by dynamic programming, minimising
 sum over segments of (size x padded work of the segment) under a cost model of the
 engine's work (:meth:`~mess.engine.signature.Signature.cost`). QM1B sorted molecules
@@ -191,8 +193,9 @@ def plan_buckets(prepared: Sequence[Prepared], max_buckets: int = 4, known: Sequ
     Args:
         prepared: the molecules (:func:`mess.engine.signature.prepare`).
         max_buckets: most new signatures per method and kind.
-        known: signatures already compiled (reused when a molecule fits with at most
-            ``reuse_overhead`` extra work).
+        known: signatures already compiled (reused when a molecule fits and the extra
+            work is at most ``reuse_overhead`` of its own, or at most ``compile_work``
+            spread over the molecules that would share a new bucket).
         compile_work: work charged for each bucket beyond the first.
     """
     if max_buckets < 1:
@@ -211,8 +214,11 @@ def plan_buckets(prepared: Sequence[Prepared], max_buckets: int = 4, known: Sequ
         reused: dict[Signature, list[int]] = {}
         rest = []
         cands = [s for s in known if s.method == method and s.restricted == restricted]
+        n = len(members)
         for i, p in enumerate(members):
-            fitting = [s for s in cands if fits(p, s) and s.cost() <= (1 + reuse_overhead) * p.cost()]
+            own_i = p.cost()
+            fitting = [s for s in cands if fits(p, s) and (s.cost() - own_i <= reuse_overhead * own_i
+                                                           or n * (s.cost() - own_i) <= compile_work)]
             if fitting:
                 reused.setdefault(min(fitting, key=lambda s: s.cost()), []).append(i)
             else:

@@ -165,6 +165,6 @@ def scf_fixed(sig: Signature, options: SCFOptions, cycles: int, system: System, 
     ham = assemble(sig, system, params, one, blocks, grid)
     p = problem(ham, system, options)
     state = fixed_cycles(p, initial_state(p, dm0), cycles)
-    res = finalize(p, state, conv_check=False)
+    res = finalize(p, state)
     last = jax.lax.dynamic_slice_in_dim(state.history, cycles - 4, 5) if cycles >= 4 else state.history[:cycles + 1]
     return res, properties(ham, system, params, res), jnp.std(last)

@@ -184,11 +184,22 @@ class QuartetPopulation:
 
     classes: dict[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
+    @functools.cached_property
+    def unique(self) -> dict[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per class: distinct primitive-count signatures ``[m, 4]``, the index of each
+        quartet's signature ``[nq]`` and the count of each ``[m]`` (one 1-D sort of
+        packed keys, not a row-wise unique)."""
+        out = {}
+        for ls, (sigs, _, _) in self.classes.items():
+            keys = _pack(sigs)
+            ukeys, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+            out[ls] = (_unpack(ukeys), inverse.ravel(), counts)
+        return out
+
     def signature_counts(self) -> dict[tuple[tuple[int, ...], tuple[int, ...]], int]:
         """``{(ls, primitive counts): number of quartets}``."""
         out = {}
-        for ls, (sigs, _, _) in self.classes.items():
-            uniq, counts = np.unique(sigs, axis=0, return_counts=True)
+        for ls, (uniq, _, counts) in self.unique.items():
             for u, c in zip(uniq, counts):
                 out[(ls, tuple(int(k) for k in u))] = int(c)
         return out
@@ -196,6 +207,20 @@ class QuartetPopulation:
     @property
     def nquartets(self) -> int:
         return sum(v[0].shape[0] for v in self.classes.values())
+
+
+def _pack(sigs: np.ndarray) -> np.ndarray:
+    """Four primitive counts (each < 256) packed into one integer per row."""
+    sigs = np.asarray(sigs, dtype=np.int64)
+    return ((sigs[:, 0] * 256 + sigs[:, 1]) * 256 + sigs[:, 2]) * 256 + sigs[:, 3]
+
+
+def _unpack(keys: np.ndarray) -> np.ndarray:
+    out = np.empty((keys.size, 4), dtype=np.int64)
+    for k in range(3, -1, -1):
+        out[:, k] = keys % 256
+        keys = keys // 256
+    return out
 
 
 def quartet_population(layout: BasisLayout, bounds: list[np.ndarray] | None,
@@ -353,18 +378,22 @@ def assign_classes(population: QuartetPopulation, shapes) -> dict[int, tuple[tup
     counts (first on ties), as ``{class position: (ls, quartet indices within ls)}``.
     Returns None if some quartet has no covering class."""
     out: dict[int, list] = {}
-    for ls, (sigs, _, _) in population.classes.items():
+    for ls, (uniq, inverse, _) in population.unique.items():
         cands = [(float(np.prod(ks)), i, np.asarray(ks)) for i, (cls_ls, ks) in enumerate(shapes) if cls_ls == ls]
         if not cands:
             return None
         cands.sort(key=lambda t: (t[0], t[1]))
-        uniq, inverse = np.unique(sigs, axis=0, return_inverse=True)
-        inverse = inverse.ravel()
+        target = np.empty(len(uniq), dtype=np.int64)
         for u_i, u in enumerate(uniq):
-            target = next((i for _, i, ks in cands if np.all(u <= ks)), None)
-            if target is None:
+            t = next((i for _, i, ks in cands if np.all(u <= ks)), None)
+            if t is None:
                 return None
-            out.setdefault(target, []).append(np.nonzero(inverse == u_i)[0])
+            target[u_i] = t
+        per_quartet = target[inverse]
+        order = np.argsort(per_quartet, kind="stable")
+        bounds = np.searchsorted(per_quartet[order], np.unique(target))
+        for t, chunk in zip(np.unique(target), np.split(order, bounds[1:])):
+            out.setdefault(int(t), []).append(chunk)
     return {i: (shapes[i][0], np.sort(np.concatenate(v))) for i, v in out.items()}
 
 

@@ -63,14 +63,23 @@ class _Step(eqx.Module):
     grad_norm: Float[Array, ""]
 
 
+#: Phases of the plain iteration (:attr:`SCFState.phase`).
+ITERATING, CHECKING, DONE = 0, 1, 2
+
+
 class SCFState(eqx.Module):
     """The iteration's state between phases (a pytree of arrays).
 
     Attributes:
-        cycle: cycles run so far (all phases).
-        step: the current density and what is attached to it.
+        cycle: diagonalisations done so far (all phases); the pending density came
+            from the last of them.
+        dm, mo_energy, mo_coeff: the pending density (not yet evaluated) and the
+            orbitals it was built from.
         fock_last: the Fock matrix used in the last cycle (for damping).
         diis: the CDIIS history.
+        phase: :data:`ITERATING`, :data:`CHECKING` (the pending density is PySCF's
+            conv-check diagonalisation) or :data:`DONE`.
+        step: the last evaluated density and what is attached to it.
         converged: the convergence test of the phase that ran last passed.
         second_order: the state was converged by second-order steps.
         history: total energy of the initial density and after each cycle (nan-padded).
@@ -78,9 +87,13 @@ class SCFState(eqx.Module):
     """
 
     cycle: Int[Array, ""]
-    step: _Step
+    dm: Float[Array, "c n n"]
+    mo_energy: Float[Array, "c n"]
+    mo_coeff: Float[Array, "c n n"]
     fock_last: Float[Array, "c n n"]
     diis: DIISState
+    phase: Int[Array, ""]
+    step: _Step
     converged: Bool[Array, ""]
     second_order: Bool[Array, ""]
     history: Float[Array, " h"]
@@ -205,66 +218,114 @@ def make_problem(overlap, hcore, e_nuc, nelec, veff_fn: VeffFn, *, restricted: b
 
 
 def initial_state(problem: SCFProblem, dm0: Array) -> SCFState:
-    """Energy and potential of the initial density; orbitals from one diagonalisation
-    (what PySCF returns when max_cycle <= 0)."""
+    """The state before the first cycle: the initial density pending evaluation."""
     p = problem
     dtype = p.hcore.dtype
-    dm_init = channels_dm0(dm0, p.restricted, p.n).astype(dtype)
-    vhf0, e_two0, parts0 = p.potential(dm_init)
-    e_one0 = jnp.sum(p.hcore * jnp.sum(dm_init, axis=0))
-    mo_e0, mo_c0 = eig(p.hcore + vhf0, p.x, p.keep)
-    step0 = _Step(mo_e0, mo_c0, p.occ, dm_init, vhf0, p.e_nuc + e_one0 + e_two0, e_one0, e_two0, parts0,
-                  orbital_gradient_norm(mo_c0, p.occ, p.hcore + vhf0, p.restricted))
-    history = jnp.full((p.history_length,), jnp.nan, dtype).at[0].set(step0.energy)
+    n, c = p.n, p.nchan
+    dm_init = channels_dm0(dm0, p.restricted, n).astype(dtype)
+    zero_e, zero_c = jnp.zeros((c, n), dtype), jnp.zeros((c, n, n), dtype)
+    nan = jnp.asarray(jnp.nan, dtype)
+    step0 = _Step(zero_e, zero_c, p.occ, dm_init, zero_c, nan, nan, nan,
+                  jax.eval_shape(lambda d: p.potential(d)[2], dm_init), nan)
+    step0 = eqx.tree_at(lambda t: t.parts, step0, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), step0.parts))
     return SCFState(
         cycle=jnp.zeros((), jnp.int32),
+        dm=dm_init,
+        mo_energy=zero_e,
+        mo_coeff=zero_c,
+        fock_last=zero_c,
+        diis=diis_init(p.options.diis_space, (c, n, n), c * n * n, dtype),
+        phase=jnp.asarray(ITERATING, jnp.int32),
         step=step0,
-        fock_last=p.hcore + vhf0,
-        diis=diis_init(p.options.diis_space, (p.nchan, p.n, p.n), p.nchan * p.n * p.n, dtype),
         converged=jnp.zeros((), bool),
         second_order=jnp.zeros((), bool),
-        history=history,
+        history=jnp.full((p.history_length,), jnp.nan, dtype),
         radius=jnp.asarray(p.options.trust_radius, dtype),
     )
 
 
-def _diis_cycle(p: SCFProblem, st: SCFState, level_shift, damping_always: float = 0.0) -> SCFState:
-    """One Roothaan-Hall cycle with damping, CDIIS and a level shift."""
+def _where(c, a, b):
+    return jax.tree.map(lambda x, y: jnp.where(c, x, y), a, b)
+
+
+def _plain_body(p: SCFProblem, st: SCFState, limit, stop_on_convergence: bool, level_shift: float,
+                damping: float | None = None) -> SCFState:
+    """Evaluate the pending density (the one Fock build of the cycle), test
+    convergence, and make the next density: extrapolated (iterating) or by a plain
+    diagonalisation (PySCF's conv check), or none (done)."""
     opt = p.options
-    cycle = st.cycle
-    s = st.step
-    fock = p.hcore + s.vhf
-    damp = jnp.where((cycle > 0) & (cycle < opt.diis_start_cycle - 1), opt.damping, 0.0)
-    if damping_always:
-        damp = jnp.asarray(damping_always, fock.dtype)
-    fock = (1.0 - damp) * fock + damp * st.fock_last
-    err = commutator_error(fock, s.dm, p.overlap, p.x)
-    diis_new, fock_diis = diis_update(st.diis, fock, err)
-    use_diis = cycle >= opt.diis_start_cycle
-    diis = jax.tree.map(lambda a, b: jnp.where(use_diis, a, b), diis_new, st.diis)
-    fock = jnp.where(use_diis, fock_diis, fock)
-    fock = fock + level_shift * (p.overlap - p.overlap @ (s.dm / p.occ_value) @ p.overlap)
-    mo_energy, mo_coeff = eig(fock, p.x, p.keep)
-    new = p.evaluate(mo_energy, mo_coeff)
-    return SCFState(cycle + 1, new, fock, diis, p.converged(new, s), st.second_order,
-                    st.history.at[cycle + 1].set(new.energy), st.radius)
+    k = st.cycle
+    mo_e, mo_c = st.mo_energy, st.mo_coeff
+    # the orbitals of the initial density are unknown: use those of its Fock matrix
+    vhf, e_two, parts = p.potential(st.dm)
+    fock = p.hcore + vhf
+    first_e, first_c = eig(fock, p.x, p.keep)
+    mo_e = jnp.where(k == 0, first_e, mo_e)
+    mo_c = jnp.where(k == 0, first_c, mo_c)
+    e_one = jnp.sum(p.hcore * jnp.sum(st.dm, axis=0))
+    energy = p.e_nuc + e_one + e_two
+    gnorm = orbital_gradient_norm(mo_c, p.occ, fock, p.restricted)
+    step = _Step(mo_e, mo_c, p.occ, st.dm, vhf, energy, e_one, e_two, parts, gnorm)
+    e_last = st.step.energy
+    iterating = st.phase == ITERATING
+    history = jnp.where(iterating, st.history.at[k].set(energy), st.history)
+
+    test = (k > 0) & (jnp.abs(energy - e_last) < opt.conv_tol) & (gnorm < opt.tol_grad)
+    extra_ok = (jnp.abs(energy - e_last) < 10 * opt.conv_tol) | (gnorm < 3 * opt.tol_grad)
+    converged_now = iterating & test & stop_on_convergence
+    stop = iterating & ~converged_now & (k >= limit)
+    converged = jnp.where(iterating, test, extra_ok)
+    phase = jnp.where(converged_now, CHECKING, jnp.where(iterating & ~stop, ITERATING, DONE)).astype(jnp.int32)
+
+    # next density: damping / CDIIS / level shift while iterating, a plain
+    # diagonalisation for the conv check
+    if damping is None:
+        damp = jnp.where((k > 0) & (k < opt.diis_start_cycle - 1), opt.damping, 0.0)
+    else:
+        damp = jnp.where(k > 0, damping, 0.0)
+    f = (1.0 - damp) * fock + damp * st.fock_last
+    err = commutator_error(f, st.dm, p.overlap, p.x)
+    diis_new, f_diis = diis_update(st.diis, f, err)
+    use_diis = iterating & ~converged_now & (k >= opt.diis_start_cycle)
+    diis = _where(use_diis, diis_new, st.diis)
+    f = jnp.where(use_diis, f_diis, f)
+    f = f + level_shift * (p.overlap - p.overlap @ (st.dm / p.occ_value) @ p.overlap)
+    f = jnp.where(converged_now, fock, f)
+    next_e, next_c = eig(f, p.x, p.keep)
+    advance = phase != DONE
+    return SCFState(
+        cycle=jnp.where(advance & ~converged_now, k + 1, k).astype(k.dtype),
+        dm=make_rdm1(next_c, p.occ),
+        mo_energy=next_e,
+        mo_coeff=next_c,
+        fock_last=f,
+        diis=diis,
+        phase=phase,
+        step=step,
+        converged=converged,
+        second_order=st.second_order,
+        history=history,
+        radius=st.radius,
+    )
+
+
+def _plain_loop(problem: SCFProblem, state: SCFState, limit, stop_on_convergence: bool,
+                level_shift: float | None = None, damping: float | None = None) -> SCFState:
+    shift = problem.options.level_shift if level_shift is None else level_shift
+    return jax.lax.while_loop(lambda st: st.phase != DONE,
+                              lambda st: _plain_body(problem, st, limit, stop_on_convergence, shift, damping), state)
 
 
 def diis_phase(problem: SCFProblem, state: SCFState) -> SCFState:
-    """The plain (PySCF-like) iteration until convergence or ``max_cycle`` cycles."""
-    p = problem
-
-    def cond(st):
-        return (st.cycle < p.options.max_cycle) & ~st.converged
-
-    return jax.lax.while_loop(cond, lambda st: _diis_cycle(p, st, p.options.level_shift), state)
+    """The plain (PySCF-like) iteration until convergence (with PySCF's conv check)
+    or ``max_cycle`` cycles."""
+    return _plain_loop(problem, state, problem.options.max_cycle, True)
 
 
 def fixed_cycles(problem: SCFProblem, state: SCFState, cycles: int) -> SCFState:
     """Exactly ``cycles`` plain cycles (no early stop); ``converged`` reports the
     convergence test of the last cycle. The state's history must hold cycles + 1."""
-    p = problem
-    return jax.lax.fori_loop(0, cycles, lambda _, st: _diis_cycle(p, st, p.options.level_shift), state)
+    return _plain_loop(problem, state, cycles, False)
 
 
 def _newton_cycle(p: SCFProblem, st: SCFState) -> SCFState:
@@ -285,10 +346,11 @@ def _newton_cycle(p: SCFProblem, st: SCFState) -> SCFState:
     radius = jnp.where(rho < 0.25, 0.25 * step_norm, st.radius)
     grow = (rho > 0.75) & (step_norm > 0.99 * st.radius)
     radius = jnp.where(grow, jnp.minimum(2 * st.radius, opt.max_trust_radius), radius)
-    step = jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, s)
+    step = _where(accept, new, s)
     converged = accept & (jnp.abs(actual) < opt.conv_tol) & (new.grad_norm < opt.tol_grad)
-    return SCFState(st.cycle + 1, step, st.fock_last, st.diis, converged, converged,
-                    st.history.at[st.cycle + 1].set(step.energy), radius)
+    return eqx.tree_at(lambda t: (t.cycle, t.step, t.converged, t.second_order, t.history, t.radius), st,
+                       (st.cycle + 1, step, converged, converged, st.history.at[st.cycle + 1].set(step.energy),
+                        radius))
 
 
 def fallback_phase(problem: SCFProblem, state: SCFState) -> SCFState:
@@ -302,16 +364,18 @@ def fallback_phase(problem: SCFProblem, state: SCFState) -> SCFState:
     if not opt.fallback:
         return state
     limit = opt.max_cycle + opt.fallback_max_cycle
-
-    def cond(st):
-        return (st.cycle < limit) & ~st.converged
-
     if opt.fallback == "newton":
+        def cond(st):
+            return (st.cycle < limit) & ~st.converged
+
         return jax.lax.while_loop(cond, lambda st: _newton_cycle(p, st), state)
-    start = jax.tree.map(lambda a, b: jnp.where(state.converged, a, b), state.diis, diis_reset(state.diis))
-    state = eqx.tree_at(lambda s: s.diis, state, start)
-    return jax.lax.while_loop(
-        cond, lambda st: _diis_cycle(p, st, opt.fallback_level_shift, opt.fallback_damping), state)
+    # restart the plain iteration from the last evaluated density, with a level shift
+    restart = eqx.tree_at(lambda t: (t.dm, t.mo_energy, t.mo_coeff, t.diis, t.phase), state,
+                          (state.step.dm, state.step.mo_energy, state.step.mo_coeff, diis_reset(state.diis),
+                           jnp.asarray(ITERATING, jnp.int32)))
+    restart = eqx.tree_at(lambda t: t.cycle, restart, state.cycle + 1)
+    out = _plain_loop(p, restart, limit, True, opt.fallback_level_shift, opt.fallback_damping)
+    return _where(state.converged, state, out)
 
 
 def canonicalize(problem: SCFProblem, step: _Step) -> _Step:
@@ -336,25 +400,12 @@ def canonicalize(problem: SCFProblem, step: _Step) -> _Step:
     return eqx.tree_at(lambda t: (t.mo_energy, t.mo_coeff, t.mo_occ), step, (mo_energy, mo_coeff, mo_occ))
 
 
-def finalize(problem: SCFProblem, state: SCFState, conv_check: bool = True) -> SCFResult:
-    """The result of a state: PySCF's ``conv_check`` (one more diagonalisation of the
-    plain Fock matrix) for a state converged by the plain iteration, canonical orbitals
-    for one converged by second-order steps, the last iterate otherwise (and always
-    when ``conv_check`` is False, as after :func:`fixed_cycles`)."""
+def finalize(problem: SCFProblem, state: SCFState) -> SCFResult:
+    """The result of a state: its last evaluated density (for a converged plain
+    iteration, PySCF's conv-check diagonalisation), with canonical orbitals for one
+    converged by second-order steps."""
     p = problem
-    opt = p.options
-    last = state.step
-    if conv_check:
-        extra = p.evaluate(*eig(p.hcore + last.vhf, p.x, p.keep))
-        extra_ok = ((jnp.abs(extra.energy - last.energy) < 10 * opt.conv_tol)
-                    | (extra.grad_norm < 3 * opt.tol_grad))
-        plain = state.converged & ~state.second_order
-        out = jax.tree.map(lambda a, b: jnp.where(plain, a, b), extra, last)
-        canon = canonicalize(p, last)
-        out = jax.tree.map(lambda a, b: jnp.where(state.second_order, a, b), canon, out)
-        converged = state.converged & (extra_ok | state.second_order)
-    else:
-        out, converged = last, state.converged
+    out = _where(state.second_order, canonicalize(p, state.step), state.step)
     homo, lumo = frontier_energies(out.mo_energy, out.mo_occ, jnp.sum(p.keep))
     return SCFResult(
         energy=out.energy,
@@ -366,7 +417,7 @@ def finalize(problem: SCFProblem, state: SCFState, conv_check: bool = True) -> S
         mo_coeff=p.to_user(out.mo_coeff),
         mo_occ=p.to_user(out.mo_occ),
         density=p.to_user(out.dm),
-        converged=converged,
+        converged=state.converged,
         iterations=state.cycle,
         energy_history=state.history,
         grad_norm=out.grad_norm,

@@ -1,0 +1,166 @@
+"""Conformers per second at QM1B's setting: mess.run_batch against a PySCF loop.
+
+QM1B (NeurIPS 2023): B3LYP with VWN5 (``b3lyp5``), STO-3G, PySCF grid level 0, 20
+fixed DIIS cycles, molecules of 9-11 heavy atoms (C, N, O, F + H). This script takes
+different molecules of 9 heavy atoms from RDKit's bundled NCI set (one ETKDGv3
+conformer each, seed 43) and, in one process on one machine:
+
+* mess, cold: ``mess.run_batch`` on a first set of molecules (host preparation, bucket
+  planning, compilation of every program, and the run);
+* mess, warm: ``mess.run_batch`` on a second set of *other* molecules, which reuse the
+  compiled buckets (throughput); compile time is reported as cold minus what the warm
+  rate predicts for the cold set;
+* PySCF: ``dft.RKS`` one conformer after another on (a subset of) the second set, with
+  the same settings (fixed mode: 20 cycles, no early stop; converged mode: PySCF's
+  defaults);
+
+for both modes (``fixed``: 20 cycles; ``converged``: conv_tol 1e-9). It reports
+conformers/s, the ratio mess/PySCF, the energy agreement on the shared conformers, the
+number of buckets and compiled programs, peak memory, and versions, as a table and as
+JSON in ``benchmarks/results``. On a GPU, ``--batch-sizes`` sweeps the batch size.
+
+Usage:
+    python benchmarks/throughput.py                          # 2-core CPU defaults
+    python benchmarks/throughput.py --n 256 --batch-sizes 32 64 128 256 --pyscf-n 16   # GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def versions() -> dict:
+    import jax
+    import jaxlib
+    import numpy
+    import pyscf
+
+    import mess
+
+    dev = jax.devices()[0]
+    return {"mess": mess.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+            "pyscf": pyscf.__version__, "numpy": numpy.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "cpus": os.cpu_count(), "device": f"{dev.platform}:{dev.device_kind}"}
+
+
+def molecules(n: int, heavy: int, offset: int = 0):
+    from mess.dataset import builtin_smiles, embed
+
+    smiles = [s for _, s in builtin_smiles(heavy, heavy)]
+    if offset + n > len(smiles):
+        raise SystemExit(f"only {len(smiles)} molecules with {heavy} heavy atoms in the built-in set")
+    return [embed(s, 1, seed=43)[0] for s in smiles[offset:offset + n]]
+
+
+def pyscf_energy(m, fixed_cycles: int | None) -> tuple[float, float, bool]:
+    from pyscf import dft
+
+    mol = m.to_pyscf("sto-3g")
+    mf = dft.RKS(mol, xc="b3lyp5")
+    mf.grids.level = 0
+    mf.verbose = 0
+    if fixed_cycles is not None:
+        mf.max_cycle = fixed_cycles
+        mf.conv_tol = 0.0  # never stop early: exactly fixed_cycles cycles
+        mf.conv_check = False
+    t = time.perf_counter()
+    e = mf.kernel()
+    return float(e), time.perf_counter() - t, bool(mf.converged)
+
+
+def run_mode(mode: str, cold, warm, pyscf_mols, batch_size, engine_factory) -> dict:
+    import mess
+
+    fixed = 20 if mode == "fixed" else None
+    engine = engine_factory()
+    kw = dict(basis="sto-3g", xc="b3lyp5", grid_level=0, fixed_cycles=fixed, batch_size=batch_size, engine=engine)
+    t = time.perf_counter()
+    mess.run_batch(cold, **kw)
+    t_cold = time.perf_counter() - t
+    built_cold = engine.built
+    t = time.perf_counter()
+    res = mess.run_batch(warm, **kw)
+    t_warm = time.perf_counter() - t
+    rate = len(warm) / t_warm
+    out = {"mode": mode, "batch_size": batch_size, "cold_molecules": len(cold), "cold_s": t_cold,
+           "warm_molecules": len(warm), "warm_s": t_warm, "mess_per_s": rate,
+           "compile_s": max(0.0, t_cold - len(cold) / rate), "buckets": len(engine.signatures),
+           "programs_compiled": engine.built, "programs_compiled_in_warm_pass": engine.built - built_cold,
+           "mess_converged": sum(bool(r.converged) for r in res),
+           "iterations_mean": float(sum(int(r.iterations) for r in res) / len(res))}
+    if pyscf_mols:
+        times, diffs, conv = [], [], 0
+        for m, r in zip(pyscf_mols, res):
+            e, dt, ok = pyscf_energy(m, fixed)
+            times.append(dt)
+            diffs.append(abs(e - float(r.energy)))
+            conv += ok
+        out.update({"pyscf_molecules": len(times), "pyscf_s": sum(times), "pyscf_per_s": len(times) / sum(times),
+                    "ratio": rate / (len(times) / sum(times)), "max_abs_energy_diff": max(diffs),
+                    "pyscf_converged": conv})
+    if fixed is not None:
+        stds = [float(r.energy_std_last5) for r in res]
+        out["std_last5_max"] = max(stds)
+        out["std_below_0.01eV"] = sum(s < 0.01 / 27.211386245988 for s in stds)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=16, help="molecules per set (cold set and warm set each)")
+    p.add_argument("--heavy", type=int, default=9, help="heavy atoms per molecule (default 9)")
+    p.add_argument("--pyscf-n", type=int, default=6, help="conformers PySCF computes (from the warm set)")
+    p.add_argument("--modes", nargs="+", default=["fixed", "converged"], choices=["fixed", "converged"])
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[None], help="batch sizes (default: automatic)")
+    p.add_argument("--out", default=str(HERE / "results"), help="directory for the JSON/text results")
+    args = p.parse_args(argv)
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import mess
+
+    cold = molecules(args.n, args.heavy)
+    warm = molecules(args.n, args.heavy, offset=args.n)
+    pyscf_mols = warm[:args.pyscf_n]
+    rows = []
+    for mode in args.modes:
+        for b in args.batch_sizes:
+            row = run_mode(mode, cold, warm, pyscf_mols, b, mess.Engine)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    report = {"benchmark": "throughput", "setting": "b3lyp5/sto-3g grid 0", "heavy_atoms": args.heavy,
+              "versions": versions(), "peak_rss_bytes": peak, "rows": rows,
+              "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    lines = [f"throughput at QM1B's setting (b3lyp5/STO-3G, grid 0), {args.heavy} heavy atoms; "
+             f"{report['versions']['device']}, {report['versions']['cpus']} CPUs",
+             f"{'mode':10s} {'batch':>5s} {'mess/s':>8s} {'PySCF/s':>8s} {'ratio':>6s} {'compile s':>9s} "
+             f"{'buckets':>7s} {'|dE| max':>9s}"]
+    for r in rows:
+        lines.append(f"{r['mode']:10s} {str(r['batch_size'] or 'auto'):>5s} {r['mess_per_s']:8.2f} "
+                     f"{r.get('pyscf_per_s', float('nan')):8.2f} {r.get('ratio', float('nan')):6.1f} "
+                     f"{r['compile_s']:9.1f} {r['buckets']:7d} {r.get('max_abs_energy_diff', float('nan')):9.1e}")
+    lines.append(f"peak memory {peak / 2**30:.2f} GiB")
+    text = "\n".join(lines)
+    print(text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    kind = "gpu" if jax.devices()[0].platform == "gpu" else "cpu"
+    stem = out / f"throughput-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    stem.with_suffix(".txt").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
