@@ -82,7 +82,7 @@ class Calculation:
         if self.init_guess not in ("minao", "core", "hcore", "1e"):
             raise ValueError(f"unknown initial guess {self.init_guess!r} (use 'minao' or 'core')")
         threshold = rest.get("schwarz_threshold", 0.0 if any_geometry else SCHWARZ_THRESHOLD)
-        self.method = Method(basis, xc, cart, rest.get("grid_level", 3), threshold)
+        self.method = Method(basis, xc, cart, rest.get("grid_level", 3), threshold, jk=rest.get("jk", "auto"))
         self.engine = engine or default_engine()
         self.molecule = molecule
         self.prepared = prepare(molecule, self.method, rest.get("restricted"))

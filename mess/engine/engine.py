@@ -139,7 +139,7 @@ def split_options(options: dict) -> tuple[SCFOptions, dict]:
     """User options -> (SCFOptions, the rest); unknown names raise ``ValueError``."""
     scf_kw = {k: v for k, v in options.items() if k in SCF_OPTION_NAMES}
     rest = {k: v for k, v in options.items() if k not in SCF_OPTION_NAMES}
-    known = {"init_guess", "schwarz_threshold", "restricted", "grid_level"}
+    known = {"init_guess", "schwarz_threshold", "restricted", "grid_level", "jk"}
     unknown = set(rest) - known
     if unknown:
         raise ValueError(f"unknown option(s): {', '.join(sorted(unknown))}")
@@ -397,7 +397,8 @@ class Engine:
             raise ValueError(f"unknown initial guess {rest['init_guess']!r} (the engine uses 'minao')")
         from mess.integrals.two_electron import SCHWARZ_THRESHOLD
 
-        method = Method(basis, xc, cart, grid_level, rest.get("schwarz_threshold", SCHWARZ_THRESHOLD))
+        method = Method(basis, xc, cart, grid_level, rest.get("schwarz_threshold", SCHWARZ_THRESHOLD),
+                        jk=rest.get("jk", "auto"))
         prepared = self.prepare(molecules, method, rest.get("restricted"))
         plan = self.plan(prepared)
         memory = self.memory or available_memory()

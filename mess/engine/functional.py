@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 from jaxtyping import Array, Float
 
-from mess.integrals.two_electron import QuartetList, get_jk
+from mess.integrals.two_electron import QuartetList, eri_tensor, get_jk, get_jk_dense
 from mess.scf.veff import coulomb_exchange_energy, coulomb_potential, exchange_potential
 from mess.engine.signature import Signature
 from mess.xc.numint import XCFunction
@@ -50,7 +50,9 @@ class Hamiltonian(eqx.Module):
         hcore: core Hamiltonian ``[n, n]`` (Hartree; the field's potential included).
         dipole: AO dipole integrals ``[3, n, n]`` (Bohr, origin 0).
         e_nuc: nuclear repulsion (Hartree; the nuclei's field energy included).
-        eri: ERI blocks per quartet class; quartets: the classes' lists.
+        eri: ERI blocks per quartet class, or for a signature with ``dense_jk`` the
+            pair ``(tensor, exchange layout)`` of :func:`dense_eri`; quartets: the
+            classes' lists.
         xc: the XC quadrature (None for Hartree-Fock).
         hyb: exact-exchange fraction.
         sig: the signature (static).
@@ -71,6 +73,19 @@ class Hamiltonian(eqx.Module):
         return self.sig.restricted
 
 
+def dense_eri(sig: Signature, quartets, blocks) -> tuple[Array, Array]:
+    """The dense ERI tensor ``(ij|kl)`` and its exchange layout ``[i, k, j, l]`` from the
+    blocks (differentiable in the blocks)."""
+    full = eri_tensor(sig.basis, sig.classes, quartets, blocks)
+    return full, jnp.transpose(full, (0, 2, 1, 3))
+
+
+def _jk(sig: Signature, eri, quartets, dm):
+    if sig.dense_jk:
+        return get_jk_dense(eri[0], eri[1], dm, with_k=sig.with_k)
+    return get_jk(sig.basis, sig.classes, quartets, eri, dm, with_k=sig.with_k)
+
+
 def _sym(a: Array) -> Array:
     return 0.5 * (a + jnp.swapaxes(a, -1, -2))
 
@@ -81,8 +96,8 @@ def _zero(t) -> bool:
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _coulomb_exchange(sig: Signature, blocks, quartets, hyb, dm) -> tuple[Array, Array]:
-    """(E_coulomb, hyb E_exchange) of a symmetric ``dm`` from the ERI blocks."""
-    j, k = get_jk(sig.basis, sig.classes, quartets, blocks, dm, with_k=sig.with_k)
+    """(E_coulomb, hyb E_exchange) of a symmetric ``dm`` from the ERIs."""
+    j, k = _jk(sig, blocks, quartets, dm)
     e_j, e_k = coulomb_exchange_energy(j, k if sig.with_k else None, dm, 1.0, sig.restricted)
     return e_j, hyb * e_k
 
@@ -94,7 +109,7 @@ def _coulomb_exchange_jvp(sig, primals, tangents):
     blocks, quartets, hyb, dm = primals
     dblocks, _, dhyb, ddm = tangents
     restricted, with_k = sig.restricted, sig.with_k
-    j, k = get_jk(sig.basis, sig.classes, quartets, blocks, dm, with_k=with_k)
+    j, k = _jk(sig, blocks, quartets, dm)
     e_j, e_k1 = coulomb_exchange_energy(j, k if with_k else None, dm, 1.0, restricted)
     t_j = jnp.zeros_like(e_j)
     t_k = jnp.zeros_like(e_j)
@@ -104,7 +119,7 @@ def _coulomb_exchange_jvp(sig, primals, tangents):
             t_k = t_k + hyb * jnp.sum(exchange_potential(k, restricted) * ddm)
     if not all(_zero(t) for t in dblocks):
         dbl = tuple(jnp.zeros_like(b) if _zero(t) else t for t, b in zip(dblocks, blocks))
-        jt, kt = get_jk(sig.basis, sig.classes, quartets, dbl, dm, with_k=with_k)
+        jt, kt = _jk(sig, dbl, quartets, dm)
         ej_t, ek_t = coulomb_exchange_energy(jt, kt if with_k else None, dm, 1.0, restricted)
         t_j = t_j + ej_t
         t_k = t_k + hyb * ek_t

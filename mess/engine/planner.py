@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mess.basis.shells import shell_size
-from mess.engine.signature import Prepared, Signature, fits, round_size, signature_for
+from mess.engine.signature import Prepared, Signature, dense_jk, fits, round_size, signature_for
 from mess.integrals.two_electron import _work_per_primitive
 
 
@@ -104,6 +104,7 @@ class _Proxy:
         f = method.functional
         self.nd = 4 if f.family == "gga" else 1
         self.kfactor = 6.0 if f.hyb != 0 else 2.0
+        self.method = method
         ls_all = sorted({l for p in members for l in p.layout.counts()})
         cls_all = sorted({ls for p in members for (ls, _) in p.counts})
         self.ls_all, self.cls_all = ls_all, cls_all
@@ -130,7 +131,10 @@ class _Proxy:
         grow = np.where(nq > 0, rnd(nq) / np.maximum(nq, 1), 1.0)
         nao = float(np.sum(nshell * self.size))
         eri = float(np.sum(work * grow))
-        jk = float(np.sum(rnd(nq) * self.values)) * self.kfactor * 2.0
+        if dense_jk(self.method, int(nao)):
+            jk = 2.0 * nao ** 4 * self.kfactor / 2.0
+        else:
+            jk = float(np.sum(rnd(nq) * self.values)) * self.kfactor * 20.0
         xc = 3.0 * self.nd * npts * nao * nao
         grid = npts * natom * natom * 30.0 + npts * nao * 20.0 * self.nd if npts else 0.0
         return eri + grid + cycles * (jk + xc + 10.0 * nao ** 3)
@@ -263,6 +267,7 @@ def batch_size_for(sig: Signature, n: int, memory: int, cap: int = 256) -> int:
     """A batch size (power of two) for ``n`` molecules of ``sig`` whose stored
     integrals, grid values and SCF buffers fit in ``memory`` bytes."""
     per_item = 8.0 * (sum(c.nvalues(sig.method.cart) for c in sig.classes)
+                      + (3 * sig.nao ** 4 if sig.dense_jk else 0)
                       + (4 if sig.method.functional.family == "gga" else 1) * sig.npts * sig.nao
                       + 60 * sig.nao * sig.nao + 64 * sig.npts)
     fit = max(1, int(memory // max(per_item, 1.0)))

@@ -24,7 +24,7 @@ from jaxtyping import Array, Float
 
 from mess.basis.ao_values import ao_values
 from mess.basis.shells import shell_data
-from mess.engine.functional import FunctionalVeff, Hamiltonian
+from mess.engine.functional import FunctionalVeff, Hamiltonian, dense_eri
 from mess.engine.guess import minao_density
 from mess.engine.signature import Signature
 from mess.engine.system import Params, System, with_params
@@ -112,7 +112,8 @@ def assemble(sig: Signature, system: System, params: Params, one: dict, blocks: 
              ) -> Hamiltonian:
     """The :class:`~mess.engine.functional.Hamiltonian` from the stages' outputs."""
     xc = None if grid is None else xc_function(sig, system, params, grid)
-    return Hamiltonian(one["overlap"], one["hcore"], one["dipole"], one["e_nuc"], tuple(blocks), system.quartets,
+    eri = dense_eri(sig, system.quartets, tuple(blocks)) if sig.dense_jk else tuple(blocks)
+    return Hamiltonian(one["overlap"], one["hcore"], one["dipole"], one["e_nuc"], eri, system.quartets,
                        xc, params.hyb, sig)
 
 

@@ -55,14 +55,16 @@ def _table() -> np.ndarray:
 
 
 def _boys_small(m_max: int, t: Array) -> Array:
-    table = jnp.asarray(_table())
+    # only the seven columns the Taylor expansion needs are gathered
+    table = jnp.asarray(_table()[:, m_max: m_max + _TAYLOR_TERMS])
     idx = jnp.clip(jnp.round(t / _STEP).astype(jnp.int32), 0, table.shape[0] - 1)
     dt = t - idx * _STEP
-    rows = table[idx][..., m_max: m_max + _TAYLOR_TERMS]  # [..., 7]
-    # Taylor: F_m(T_i + dt) = sum_k F_{m+k}(T_i) (-dt)^k / k!
-    coef = jnp.asarray([(-1.0) ** k / _factorial(k) for k in range(_TAYLOR_TERMS)])
-    powers = dt[..., None] ** jnp.arange(_TAYLOR_TERMS)
-    f_top = jnp.sum(rows * coef * powers, axis=-1)
+    rows = table[idx]  # [..., 7]
+    # Taylor: F_m(T_i + dt) = sum_k F_{m+k}(T_i) (-dt)^k / k!, by Horner's rule (a
+    # vector power dt ** k would cost a transcendental per term)
+    f_top = rows[..., _TAYLOR_TERMS - 1] * ((-1.0) ** (_TAYLOR_TERMS - 1) / _factorial(_TAYLOR_TERMS - 1))
+    for k in range(_TAYLOR_TERMS - 2, -1, -1):
+        f_top = f_top * dt + rows[..., k] * ((-1.0) ** k / _factorial(k))
     exp_t = jnp.exp(-t)
     values = [f_top]
     for m in range(m_max - 1, -1, -1):
@@ -83,6 +85,13 @@ def _factorial(k: int) -> float:
     for i in range(2, k + 1):
         out *= i
     return out
+
+
+def boys_orders(m_max: int, t: Float[Array, "..."]) -> list[Array]:
+    """:func:`boys` as a list ``[F_0(T), ..., F_{m_max}(T)]`` of arrays shaped like
+    ``t`` (the layout the Hermite recursions consume without strided slicing)."""
+    f = boys(m_max, t)
+    return [f[..., m] for m in range(m_max + 1)]
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))

@@ -104,27 +104,44 @@ def _r_recursion(L: int):
     return steps
 
 
-def hermite_r(L: int, alpha: Array, rpc: Float[Array, "... 3"]) -> Float[Array, "... h"]:
-    """Hermite Coulomb integrals R_{tuv}(alpha, R_PC) for t + u + v <= L.
+def hermite_r_list(L: int, alpha: Array, rpc: Float[Array, "... 3"]) -> list[Array]:
+    """Hermite Coulomb integrals R_{tuv}(alpha, R_PC) for t + u + v <= L, as a list of
+    arrays (one per (t, u, v) in :func:`hermite_indices` order, each shaped like
+    ``alpha``).
 
     R^n_{000} = (-2 alpha)^n F_n(alpha |R_PC|^2) and
     R^n_{t+1,u,v} = t R^{n+1}_{t-1,u,v} + X_PC R^{n+1}_{t,u,v} (likewise for u, v)
-    (Helgaker et al. eq. 9.9.18-9.9.20), evaluated level by level over whole index
-    vectors. Returns R^0 in :func:`hermite_indices` order.
-    """
+    (Helgaker et al. eq. 9.9.18-9.9.20). Each term is its own array, so the recursion
+    is elementwise work that XLA fuses (no gathers, no strided slices)."""
     alpha = jnp.broadcast_to(alpha, rpc.shape[:-1])
-    t_arg = alpha * jnp.sum(rpc * rpc, axis=-1)
-    f = boys(L, t_arg)  # [..., L+1]
-    scaled = f * (-2.0 * alpha[..., None]) ** jnp.arange(L + 1)
-    steps = _r_recursion(L)
-    r = scaled[..., L:L + 1]  # R^{L}: only (0,0,0)
+    xyz = [rpc[..., 0], rpc[..., 1], rpc[..., 2]]
+    t_arg = alpha * (xyz[0] * xyz[0] + xyz[1] * xyz[1] + xyz[2] * xyz[2])
+    f = boys(L, t_arg)
+    scaled, power = [], jnp.ones_like(alpha)
+    for n in range(L + 1):
+        scaled.append(f[..., n] * power)
+        power = power * (-2.0 * alpha)
+    r = {(0, 0, 0): scaled[L]}
     for k in range(1, L + 1):
-        n = L - k
-        src1, src2, coef2, direction = steps[k]
-        xyz = rpc[..., direction]
-        new = xyz * r[..., src1] + coef2 * r[..., src2]
-        r = jnp.concatenate([scaled[..., n:n + 1], new[..., 1:]], axis=-1)
-    return r
+        new = {(0, 0, 0): scaled[L - k]}
+        for t, u, v in hermite_indices(k)[1:]:
+            idx = [int(t), int(u), int(v)]
+            d = 0 if idx[0] > 0 else (1 if idx[1] > 0 else 2)
+            one = list(idx)
+            one[d] -= 1
+            val = xyz[d] * r[tuple(one)]
+            if idx[d] > 1:
+                two = list(idx)
+                two[d] -= 2
+                val = val + (idx[d] - 1) * r[tuple(two)]
+            new[tuple(idx)] = val
+        r = new
+    return [r[tuple(int(x) for x in h)] for h in hermite_indices(L)]
+
+
+def hermite_r(L: int, alpha: Array, rpc: Float[Array, "... 3"]) -> Float[Array, "... h"]:
+    """:func:`hermite_r_list` stacked on a last axis, ``[..., nherm(L)]``."""
+    return jnp.stack(hermite_r_list(L, alpha, rpc), axis=-1)
 
 
 @functools.cache
@@ -144,6 +161,36 @@ def _pair_gather(la: int, lb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple(out)
 
 
+def hermite_e_1d_terms(la: int, lb: int, p: Array, xpa: Array, xpb: Array, e00: Array) -> dict:
+    """The Hermite coefficients E^{ij}_t of one direction as a dict ``(i, j, t) ->
+    array`` (only t <= i + j; the recurrences of :func:`hermite_e_1d`). Every term is
+    its own array, so no gathers or strided slices are needed to use them."""
+    inv2p = 0.5 / p
+    e = {(0, 0, 0): e00}
+
+    def get(i, j, t):
+        return e.get((i, j, t))
+
+    def step(i, j, di, dj, x):
+        for t in range(i + j + di + dj + 1):
+            terms = []
+            lower, same, upper = get(i, j, t - 1), get(i, j, t), get(i, j, t + 1)
+            if lower is not None:
+                terms.append(inv2p * lower)
+            if same is not None:
+                terms.append(x * same)
+            if upper is not None:
+                terms.append((t + 1) * upper)
+            e[(i + di, j + dj, t)] = sum(terms[1:], terms[0])
+
+    for i in range(la):
+        step(i, 0, 1, 0, xpa)
+    for j in range(lb):
+        for i in range(la + 1):
+            step(i, j, 0, 1, xpb)
+    return e
+
+
 def hermite_e_pair(la: int, lb: int, a: Array, b: Array, ra: Array, rb: Array) -> tuple[Array, Array, Array]:
     """Hermite expansion of all Cartesian pairs of two primitive shells.
 
@@ -154,7 +201,9 @@ def hermite_e_pair(la: int, lb: int, a: Array, b: Array, ra: Array, rb: Array) -
     Returns:
         (E, p, P): E has shape batch + [ncart(la) * ncart(lb), nherm(la + lb)] with
         E[ab, tuv] = E^x_t E^y_u E^z_v (including exp(-mu |AB|^2)); p = a + b; P the
-        product centre, batch + [3].
+        product centre, batch + [3]. Built term by term from
+        :func:`hermite_e_1d_terms` (XLA on CPU runs gathers with constant indices tens
+        of times slower than the arithmetic).
     """
     p = a + b
     mu = a * b / p
@@ -162,17 +211,17 @@ def hermite_e_pair(la: int, lb: int, a: Array, b: Array, ra: Array, rb: Array) -
     pa = centre - ra
     pb = centre - rb
     ab = ra - rb
-    L = la + lb
-    flat_e = []
-    for d in range(3):
-        e00 = jnp.exp(-mu * ab[..., d] ** 2)
-        e = hermite_e_1d(la, lb, p, pa[..., d], pb[..., d], e00)
-        # entries of _pair_gather with t > i + j point at slot t = L of a pair with
-        # i + j < L, which holds zero.
-        flat_e.append(e.reshape(e.shape[:-3] + (-1,)))
-    gx, gy, gz = _pair_gather(la, lb)
-    E = flat_e[0][..., gx] * flat_e[1][..., gy] * flat_e[2][..., gz]
-    return E, p, centre
+    terms = [hermite_e_1d_terms(la, lb, p, pa[..., d], pb[..., d], jnp.exp(-mu * ab[..., d] ** 2)) for d in range(3)]
+    zero = jnp.zeros_like(p)
+    rows = []
+    for ia in cartesian_powers(la):
+        for ib in cartesian_powers(lb):
+            cols = []
+            for h in hermite_indices(la + lb):
+                factors = [terms[d].get((int(ia[d]), int(ib[d]), int(h[d]))) for d in range(3)]
+                cols.append(zero if any(f is None for f in factors) else factors[0] * factors[1] * factors[2])
+            rows.append(jnp.stack(cols, axis=-1))
+    return jnp.stack(rows, axis=-2), p, centre
 
 
 def ncart_pair(la: int, lb: int) -> int:

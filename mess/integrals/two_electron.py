@@ -44,7 +44,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from mess.basis.shells import BasisLayout, BasisShape, ShellGroup, cart_to_sph, ncart, shell_data, shell_size
-from mess.integrals.hermite import hermite_e_pair, hermite_indices, hermite_r, nherm
+from mess.integrals.hermite import hermite_e_pair, hermite_indices, hermite_r_list, nherm
 from mess.integrals.pairs import chunk_size
 
 #: Work (primitive quartets times Hermite terms) that a separately compiled
@@ -83,8 +83,13 @@ def _to_shell_basis(block: Array, ls: tuple[int, int, int, int], cart: bool) -> 
     block = block.reshape((c,) + tuple(ncart(l) for l in ls))
     if cart:
         return block
-    m = [jnp.asarray(cart_to_sph(l)) for l in ls]
-    return jnp.einsum("qabcd,aA,bB,cC,dD->qABCD", block, *m)
+    # s and p functions are the same in both bases (PySCF's p order is x, y, z): only
+    # the axes of d and higher shells are transformed, one axis at a time
+    for axis, l in enumerate(ls, start=1):
+        if l >= 2:
+            block = jnp.moveaxis(jnp.tensordot(block, jnp.asarray(cart_to_sph(l), block.dtype), axes=([axis], [0])),
+                                 -1, axis)
+    return block
 
 
 def _quartet_kernel(ls: tuple[int, int, int, int], cart: bool,
@@ -101,10 +106,10 @@ def _quartet_kernel(ls: tuple[int, int, int, int], cart: bool,
     pq = p[:, :, None] + q[:, None, :]
     alpha = p[:, :, None] * q[:, None, :] / pq
     pref = 2.0 * jnp.pi ** 2.5 / (p[:, :, None] * q[:, None, :] * jnp.sqrt(pq))
-    R = hermite_r(la + lb + lc + ld, alpha, P[:, :, None, :] - Q[:, None, :, :])  # [C, Kab, Kcd, nh]
-    R = R * pref[..., None]
-    Rm = R[..., idx]  # [C, Kab, Kcd, nh_ab, nh_cd]
-    X = jnp.einsum("cklTU,clyU->ckTy", Rm, Ecd)
+    R = hermite_r_list(la + lb + lc + ld, alpha, P[:, :, None, :] - Q[:, None, :, :])  # nh x [C, Kab, Kcd]
+    # R_{t+tau, u+nu, v+phi} for every (bra, ket) Hermite pair, leading axes [nh_ab, nh_cd]
+    Rm = jnp.stack([jnp.stack([R[int(j)] * pref for j in row]) for row in idx])
+    X = jnp.einsum("TUckl,clyU->ckTy", Rm, Ecd)
     out = jnp.einsum("ckxT,ckTy->cxy", Eab, X)
     return _to_shell_basis(out, ls, cart)
 
@@ -570,10 +575,25 @@ def _contract(blk: Float[Array, "nq da db dc dd"], d: Float[Array, "... nq x y"]
 
 
 
+def get_jk_dense(eri: Float[Array, "n n n n"], eri_k: Float[Array, "n n n n"], dm: Float[Array, "... n n"],
+                 with_k: bool = True) -> tuple[Array, Array]:
+    """J and K of symmetric densities ``dm`` [..., n, n] from the dense tensor ``eri``
+    (``(ij|kl)`` at ``[i, j, k, l]``) and its exchange layout ``eri_k`` (``(ij|kl)`` at
+    ``[i, k, j, l]``): each a matrix-vector product over pair indices (Hartree)."""
+    n = dm.shape[-1]
+    flat = dm.reshape(dm.shape[:-2] + (n * n,))
+    j = (flat @ eri.reshape(n * n, n * n).T).reshape(dm.shape)
+    if not with_k:
+        return j, jnp.zeros_like(dm)
+    k = (flat @ eri_k.reshape(n * n, n * n).T).reshape(dm.shape)
+    return j, k
+
+
 def eri_tensor(shape: BasisShape, classes: tuple[QuartetClass, ...], quartets: tuple[QuartetList, ...],
                blocks: tuple[Array, ...]) -> Float[Array, "nao nao nao nao"]:
-    """The full [nao]^4 ERI tensor (engine AO order) from the unique blocks, for tests
-    and small systems. Padding quartets are skipped by their zero weight."""
+    """The full [nao]^4 ERI tensor (engine AO order) from the unique blocks, for small
+    systems (the engine's dense J/K) and tests. Padding quartets are skipped by their
+    zero weight. Differentiable in the blocks."""
     n = shape.nao
     out = jnp.zeros((n, n, n, n), dtype=blocks[0].dtype if blocks else jnp.float64)
     for cls, q, blk in zip(classes, quartets, blocks):
