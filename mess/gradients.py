@@ -24,18 +24,22 @@ are minus the gradient).
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+from typing import Callable, Sequence
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from mess.engine.calculation import Calculation
-from mess.engine.engine import Result, fixed_orbital_energy
+from mess.engine.calculation import Calculation, inline_scf
+from mess.engine.engine import Result, default_engine, fixed_orbital_energy, require_float64, split_options
+from mess.engine.signature import Method, signature_for
 from mess.engine.stages import eri_part, grid_part, one_electron_part
+from mess.engine.system import build, default_params, stack
 from mess.structure import Molecule
 
-__all__ = ["energy_and_gradient", "energy_function", "gradient"]
+__all__ = ["batch_energy_function", "energy_and_gradient", "energy_function", "gradient"]
 
 
 def energy_and_gradient(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", cart: bool = False,
@@ -104,7 +108,7 @@ def energy_function(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", c
 
     Non-convergence is not raised (it cannot be inside jit); the returned energy is
     that of the last SCF iterate. Options are those of :func:`mess.run`. For batches
-    of *different* molecules use :func:`mess.batch_energy_function`.
+    of *different* molecules use :func:`batch_energy_function`.
     """
     engine = options.pop("engine", None)
     calc = Calculation(molecule, basis, xc, cart, options, engine, any_geometry=True)
@@ -156,3 +160,96 @@ def energy_function(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", c
     energy_fn.__doc__ = (f"Converged {xc}/{basis} SCF energy (Hartree) of positions [natom={natom}, 3] "
                          "(Bohr); differentiable by a fixed-orbital custom_vjp.")
     return energy_fn
+
+
+def batch_energy_function(molecules: Sequence[Molecule], basis: str = "sto-3g", xc: str = "hf", cart: bool = False,
+                          **options) -> Callable[[Sequence[Array]], Array]:
+    """The converged SCF energies of a batch of *different* molecules as one JAX
+    function of their positions.
+
+    Returns ``energies(positions) -> [nmol]`` (Hartree), where ``positions`` is a
+    sequence of arrays ``[natom_i, 3]`` (Bohr), one per molecule, in input order
+    (the atoms, charges and spins are those of ``molecules``). The molecules share one
+    signature (padded with inert ghost atoms, shells and quartets), so the whole batch
+    runs through one set of compiled programs, and
+    ``jax.grad(lambda ps: energies(ps).sum())(ps)`` gives every molecule's gradient
+    dE_i/dR_i (Hartree/Bohr; forces are minus it) in one batched backward pass.
+
+    As :func:`energy_function`: every call starts each molecule from the MINAO guess
+    of its own geometry, no ERI quartet is screened unless ``schwarz_threshold`` is
+    given, and the derivative rule (``jax.custom_vjp``) is the fixed-orbital gradient
+    (no derivative passes through the SCF iterations). Eagerly the forward pass runs
+    the engine's batched programs (the fallback phase only for unconverged items) and
+    the backward pass reuses its integrals; under ``jax.jit`` the batched SCF is traced
+    inline (``vmap``: its loops run until every item has converged).
+
+    Closed- and open-shell molecules may be mixed: then every molecule is treated
+    unrestricted (the closed-shell ones as ``mess.run(m, restricted=False)``), unless
+    ``restricted`` says otherwise. Options are those of :func:`mess.run`
+    (``engine=`` included).
+    """
+    require_float64()
+    molecules = list(molecules)
+    if not molecules:
+        raise ValueError("batch_energy_function needs at least one molecule")
+    engine = options.pop("engine", None) or default_engine()
+    scf_options, rest = split_options(options)
+    if rest.get("init_guess", "minao") != "minao":
+        raise ValueError(f"unknown initial guess {rest['init_guess']!r} (the engine uses 'minao')")
+    method = Method(basis, xc, cart, rest.get("grid_level", 3), rest.get("schwarz_threshold", 0.0),
+                    jk=rest.get("jk", "auto"))
+    restricted = rest.get("restricted")
+    if restricted is None and len({m.spin == 0 for m in molecules if isinstance(m, Molecule)}) > 1:
+        restricted = False
+    prepared = engine.prepare(molecules, method, restricted)
+    sig = signature_for(prepared)
+    systems = stack([build(p, sig) for p in prepared])
+    natoms = [m.natom for m in molecules]
+    p0 = default_params(sig, systems)
+
+    def params_at(padded):
+        return eqx.tree_at(lambda p: p.positions, p0, padded)
+
+    traced_scf = engine.program(("batch-scf", sig, scf_options), lambda: jax.jit(jax.vmap(
+        functools.partial(inline_scf, sig, scf_options, True))))
+    traced_grad = engine.program(("batch-gradient", sig), lambda: jax.jit(jax.vmap(
+        functools.partial(inline_gradient, sig))))
+
+    def scf(padded):
+        prm = params_at(padded)
+        if isinstance(padded, jax.core.Tracer):
+            res, overlap = traced_scf(systems, prm)
+            return res.energy, (padded, res.mo_coeff, res.mo_occ, overlap)
+        res, _, _, ints, prm = engine.solve(sig, systems, scf_options, params=prm)
+        return jnp.asarray(res.energy), (padded, jnp.asarray(res.mo_coeff), jnp.asarray(res.mo_occ), ints, prm)
+
+    @jax.custom_vjp
+    def energies_padded(padded):
+        return scf(padded)[0]
+
+    def bwd(resid, g):
+        if len(resid) == 4:  # traced forward pass
+            padded, c0, occ, s0 = resid
+            grad = traced_grad(systems, params_at(padded), c0, occ, s0)
+        else:
+            _, c0, occ, ints, prm = resid
+            grad = jnp.asarray(engine.gradient(sig, systems, prm, ints, c0, occ))
+        return (g[:, None, None] * grad,)
+
+    energies_padded.defvjp(scf, bwd)
+
+    def energies(positions: Sequence[Float[Array, "natom 3"]]) -> Float[Array, " nmol"]:
+        if len(positions) != len(natoms):
+            raise ValueError(f"expected positions for {len(natoms)} molecules, got {len(positions)}")
+        rows = []
+        for i, (pos, n) in enumerate(zip(positions, natoms)):
+            pos = jnp.asarray(pos)
+            if pos.shape != (n, 3):
+                raise ValueError(f"positions of molecule {i} must have shape ({n}, 3), got {pos.shape}")
+            rows.append(jnp.concatenate([pos, jnp.zeros((sig.natom - n, 3), pos.dtype)]))
+        return energies_padded(jnp.stack(rows))
+
+    energies.signature = sig
+    energies.__doc__ = (f"Converged {xc}/{basis} SCF energies (Hartree) [{len(natoms)}] of a sequence of positions "
+                        "[natom_i, 3] (Bohr); differentiable by a fixed-orbital custom_vjp.")
+    return energies

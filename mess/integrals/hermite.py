@@ -139,9 +139,34 @@ def hermite_r_list(L: int, alpha: Array, rpc: Float[Array, "... 3"]) -> list[Arr
     return [r[tuple(int(x) for x in h)] for h in hermite_indices(L)]
 
 
+#: Largest total angular momentum for which the Hermite recursions are traced term by
+#: term (one array per coefficient: fused elementwise work, fastest on CPU); above it
+#: the term count, and with it XLA's compile time, grows too fast (an (ff) pair has
+#: 8400 E terms), so whole index vectors are gathered instead.
+TERMWISE_MAX_L = 4
+TERMWISE_MAX_PAIR_L = 2
+
+
 def hermite_r(L: int, alpha: Array, rpc: Float[Array, "... 3"]) -> Float[Array, "... h"]:
-    """:func:`hermite_r_list` stacked on a last axis, ``[..., nherm(L)]``."""
-    return jnp.stack(hermite_r_list(L, alpha, rpc), axis=-1)
+    """Hermite Coulomb integrals R_{tuv}(alpha, R_PC) for t + u + v <= L, stacked on a
+    last axis ``[..., nherm(L)]`` in :func:`hermite_indices` order.
+
+    Same recursion as :func:`hermite_r_list`; for L above :data:`TERMWISE_MAX_L` it
+    runs level by level over whole index vectors (few, gathered operations)."""
+    if L <= TERMWISE_MAX_L:
+        return jnp.stack(hermite_r_list(L, alpha, rpc), axis=-1)
+    alpha = jnp.broadcast_to(alpha, rpc.shape[:-1])
+    t_arg = alpha * jnp.sum(rpc * rpc, axis=-1)
+    f = boys(L, t_arg)  # [..., L+1]
+    scaled = f * (-2.0 * alpha[..., None]) ** jnp.arange(L + 1)
+    steps = _r_recursion(L)
+    r = scaled[..., L:L + 1]  # R^{L}: only (0,0,0)
+    for k in range(1, L + 1):
+        n = L - k
+        src1, src2, coef2, direction = steps[k]
+        new = rpc[..., direction] * r[..., src1] + coef2 * r[..., src2]
+        r = jnp.concatenate([scaled[..., n:n + 1], new[..., 1:]], axis=-1)
+    return r
 
 
 @functools.cache
@@ -211,6 +236,8 @@ def hermite_e_pair(la: int, lb: int, a: Array, b: Array, ra: Array, rb: Array) -
     pa = centre - ra
     pb = centre - rb
     ab = ra - rb
+    if la + lb > TERMWISE_MAX_PAIR_L:
+        return _hermite_e_gathered(la, lb, p, mu, pa, pb, ab), p, centre
     terms = [hermite_e_1d_terms(la, lb, p, pa[..., d], pb[..., d], jnp.exp(-mu * ab[..., d] ** 2)) for d in range(3)]
     zero = jnp.zeros_like(p)
     rows = []
@@ -222,6 +249,20 @@ def hermite_e_pair(la: int, lb: int, a: Array, b: Array, ra: Array, rb: Array) -
                 cols.append(zero if any(f is None for f in factors) else factors[0] * factors[1] * factors[2])
             rows.append(jnp.stack(cols, axis=-1))
     return jnp.stack(rows, axis=-2), p, centre
+
+
+def _hermite_e_gathered(la: int, lb: int, p, mu, pa, pb, ab) -> Array:
+    """E[..., ab, tuv] of :func:`hermite_e_pair` from the per-direction coefficient
+    tables of :func:`hermite_e_1d` by three constant-index gathers (few operations,
+    quick to compile, for pairs of higher angular momentum)."""
+    flat_e = []
+    for d in range(3):
+        e = hermite_e_1d(la, lb, p, pa[..., d], pb[..., d], jnp.exp(-mu * ab[..., d] ** 2))
+        # entries of _pair_gather with t > i + j point at slot t = L of a pair with
+        # i + j < L, which holds zero.
+        flat_e.append(e.reshape(e.shape[:-3] + (-1,)))
+    gx, gy, gz = _pair_gather(la, lb)
+    return flat_e[0][..., gx] * flat_e[1][..., gy] * flat_e[2][..., gz]
 
 
 def ncart_pair(la: int, lb: int) -> int:

@@ -44,7 +44,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from mess.basis.shells import BasisLayout, BasisShape, ShellGroup, cart_to_sph, ncart, shell_data, shell_size
-from mess.integrals.hermite import hermite_e_pair, hermite_indices, hermite_r_list, nherm
+from mess.integrals.hermite import TERMWISE_MAX_L, hermite_e_pair, hermite_indices, hermite_r, hermite_r_list, nherm
 from mess.integrals.pairs import chunk_size
 
 #: Work (primitive quartets times Hermite terms) that a separately compiled
@@ -106,10 +106,16 @@ def _quartet_kernel(ls: tuple[int, int, int, int], cart: bool,
     pq = p[:, :, None] + q[:, None, :]
     alpha = p[:, :, None] * q[:, None, :] / pq
     pref = 2.0 * jnp.pi ** 2.5 / (p[:, :, None] * q[:, None, :] * jnp.sqrt(pq))
-    R = hermite_r_list(la + lb + lc + ld, alpha, P[:, :, None, :] - Q[:, None, :, :])  # nh x [C, Kab, Kcd]
-    # R_{t+tau, u+nu, v+phi} for every (bra, ket) Hermite pair, leading axes [nh_ab, nh_cd]
-    Rm = jnp.stack([jnp.stack([R[int(j)] * pref for j in row]) for row in idx])
-    X = jnp.einsum("TUckl,clyU->ckTy", Rm, Ecd)
+    L = la + lb + lc + ld
+    rpq = P[:, :, None, :] - Q[:, None, :, :]
+    if L <= TERMWISE_MAX_L:
+        R = hermite_r_list(L, alpha, rpq)  # nh x [C, Kab, Kcd]
+        # R_{t+tau, u+nu, v+phi} for every (bra, ket) Hermite pair, axes [nh_ab, nh_cd]
+        Rm = jnp.stack([jnp.stack([R[int(j)] * pref for j in row]) for row in idx])
+        X = jnp.einsum("TUckl,clyU->ckTy", Rm, Ecd)
+    else:
+        Rm = (hermite_r(L, alpha, rpq) * pref[..., None])[..., idx]  # [C, Kab, Kcd, nh_ab, nh_cd]
+        X = jnp.einsum("cklTU,clyU->ckTy", Rm, Ecd)
     out = jnp.einsum("ckxT,ckTy->cxy", Eab, X)
     return _to_shell_basis(out, ls, cart)
 
