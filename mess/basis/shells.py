@@ -158,6 +158,8 @@ def element_shells(name: str, z: int, cart: bool = False) -> ElementShells:
     from pyscf import gto
 
     check_basis_name(name)
+    if not 0 < int(z) < len(ELEMENTS):
+        raise ValueError(f"element Z={z} is not supported (mess knows H to {ELEMENTS[-1]})")
     symbol = ELEMENTS[z]
     try:
         with warnings.catch_warnings():

@@ -1,6 +1,13 @@
-"""Molecule sources and conformers for datasets (SMILES -> RDKit conformers -> Molecule)."""
+"""Datasets: molecule sources, RDKit conformers, the generator and its Parquet shards.
 
-from mess.dataset.conformers import embed
-from mess.dataset.sources import builtin_smiles
+``mess.dataset.generate`` (the CLI's ``mess generate``) turns SMILES into conformers
+into batched DFT rows; ``open`` and ``batches`` read a dataset back.
+"""
 
-__all__ = ["builtin_smiles", "embed"]
+from mess.dataset.conformers import conformer_seed, embed, embed_arrays
+from mess.dataset.generate import QM1B_PRESET, Settings, Summary, generate
+from mess.dataset.reader import batches, open
+from mess.dataset.sources import BUILTIN, Entry, builtin_smiles, load_source
+
+__all__ = ["BUILTIN", "Entry", "QM1B_PRESET", "Settings", "Summary", "batches", "builtin_smiles",
+           "conformer_seed", "embed", "embed_arrays", "generate", "load_source", "open"]

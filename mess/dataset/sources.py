@@ -3,12 +3,133 @@
 :func:`builtin_smiles` needs no download: RDKit ships the first 5000 molecules of the
 NCI open database (``RDConfig.RDDataDir/NCI/first_5K.smi``); filtered to neutral,
 single-fragment molecules of 9-11 heavy atoms from C, N, O and F (QM1B's GDB-11
-range) it gives 512 molecules.
+range) it gives 512 molecules. It is the source named ``nci-9-11`` (:data:`BUILTIN`).
+
+:func:`read_source` reads a SMILES file (``.smi``, ``.txt``: SMILES in the first
+column, an optional id in the second; ``.csv``: a ``smiles`` column, or the first
+column, and an optional ``id``/``mol_id``/``name`` column). Blank lines and ``#``
+comments are skipped, a header line is recognised; every other line becomes an
+:class:`Entry`, valid or not: whether its SMILES parses is decided when its conformers
+are made, so a bad line becomes an error record there, never a crash. Duplicate ids
+are marked (the first occurrence wins).
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import hashlib
+import io
 import os
+
+#: Name of the built-in source (RDKit's bundled NCI set, 9-11 heavy atoms, C N O F).
+BUILTIN = "nci-9-11"
+#: Largest source file read (bytes); a bigger file is almost surely not a SMILES list.
+MAX_SOURCE_BYTES = 1 << 30
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One source line: ``mol_id``, ``smiles``, its 1-based ``line`` in the source, and
+    ``problem`` (None, or why the entry is rejected before any chemistry, e.g. a
+    duplicate id)."""
+
+    mol_id: str
+    smiles: str
+    line: int
+    problem: str | None = None
+
+
+def source_digest(entries: list[Entry]) -> str:
+    """SHA-256 of the entries (ids and SMILES in order): what a resumed run must match."""
+    h = hashlib.sha256()
+    for e in entries:
+        h.update(f"{e.mol_id}\t{e.smiles}\n".encode())
+    return h.hexdigest()
+
+
+def load_source(source: str | None = None) -> list[Entry]:
+    """The entries of ``source``: a file path, or the built-in set's name
+    (:data:`BUILTIN`, the default). Raises ``ValueError`` with a one-line message for a
+    missing, unreadable, binary or malformed file."""
+    if source is None or source == BUILTIN:
+        return [Entry(i, s, k) for k, (i, s) in enumerate(builtin_smiles(), start=1)]
+    if not os.path.exists(source):
+        raise ValueError(f"source not found: {source} (a SMILES file, or the built-in set {BUILTIN!r})")
+    if os.path.isdir(source):
+        raise ValueError(f"source is a directory, not a SMILES file: {source}")
+    size = os.path.getsize(source)
+    if size > MAX_SOURCE_BYTES:
+        raise ValueError(f"source file is {size / 2**30:.1f} GiB, larger than the 1 GiB a SMILES list may be: "
+                         f"{source}")
+    with open(source, "rb") as f:
+        raw = f.read()
+    if b"\0" in raw:
+        raise ValueError(f"source is a binary file, not a SMILES list: {source}")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"source is not UTF-8 text: {source}") from None
+    if source.lower().endswith(".csv"):
+        return _mark_duplicates(_read_csv(text, source))
+    return _mark_duplicates(_read_smi(text))
+
+
+def _looks_like_header(fields: list[str]) -> bool:
+    return bool(fields) and fields[0].strip().lower() in ("smiles", "smile", "canonical_smiles", "smi")
+
+
+def _read_smi(text: str) -> list[Entry]:
+    out = []
+    first = True
+    for k, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        fields = stripped.split()
+        if first and _looks_like_header(fields):
+            first = False
+            continue
+        first = False
+        mol_id = fields[1] if len(fields) > 1 else f"line-{k}"
+        out.append(Entry(mol_id, fields[0], k))
+    return out
+
+
+def _read_csv(text: str, source: str) -> list[Entry]:
+    rows = list(csv.reader(io.StringIO(text)))
+    rows = [(k, r) for k, r in enumerate(rows, start=1) if r and any(x.strip() for x in r)]
+    if not rows:
+        return []
+    header = [x.strip().lower() for x in rows[0][1]]
+    if "smiles" in header or "smile" in header:
+        col = header.index("smiles") if "smiles" in header else header.index("smile")
+        id_col = next((header.index(n) for n in ("mol_id", "id", "name") if n in header), None)
+        body = rows[1:]
+    elif any(h in ("id", "mol_id", "name") for h in header):
+        raise ValueError(f"CSV source has no 'smiles' column (columns: {', '.join(rows[0][1])}): {source}")
+    else:  # no header: SMILES first, optional id second
+        col, id_col, body = 0, (1 if len(rows[0][1]) > 1 else None), rows
+    out = []
+    for k, r in body:
+        smiles = r[col].strip() if col < len(r) else ""
+        if smiles.startswith("#"):
+            continue
+        mol_id = r[id_col].strip() if id_col is not None and id_col < len(r) and r[id_col].strip() else f"line-{k}"
+        out.append(Entry(mol_id, smiles, k))
+    return out
+
+
+def _mark_duplicates(entries: list[Entry]) -> list[Entry]:
+    seen: dict[str, int] = {}
+    out = []
+    for e in entries:
+        if e.mol_id in seen:
+            e = dataclasses.replace(e, problem=f"duplicate id {e.mol_id!r} (first on line {seen[e.mol_id]})")
+        else:
+            seen[e.mol_id] = e.line
+        out.append(e)
+    return out
 
 
 def _nci_path() -> str:

@@ -375,9 +375,14 @@ class Engine:
                 raise ValueError(f"molecule {i}: {exc}" if len(molecules) > 1 else str(exc)) from None
         return out
 
-    def plan(self, prepared: Sequence[Prepared], max_buckets: int | None = None) -> Plan:
-        """Buckets for ``prepared``, reusing this engine's signatures where they fit."""
-        return plan_buckets(prepared, max_buckets or self.max_buckets, known=self.signatures)
+    def plan(self, prepared: Sequence[Prepared], max_buckets: int | None = None,
+             known: Sequence[Signature] | None = None) -> Plan:
+        """Buckets for ``prepared``, reusing the ``known`` signatures where they fit
+        (default: those this engine has compiled). Pass an explicit list to make the
+        padding, and with it the last bits of every number, independent of what the
+        engine happened to run before (the dataset generator does)."""
+        known = self.signatures if known is None else tuple(known)
+        return plan_buckets(prepared, max_buckets or self.max_buckets, known=known)
 
     def run_batch(self, molecules: Sequence[Molecule], basis: str = "sto-3g", xc: str = "hf", cart: bool = False,
                   grid_level: int = 3, conv_tol: float = 1e-9, max_cycle: int = 50,
@@ -400,10 +405,17 @@ class Engine:
         method = Method(basis, xc, cart, grid_level, rest.get("schwarz_threshold", SCHWARZ_THRESHOLD),
                         jk=rest.get("jk", "auto"))
         prepared = self.prepare(molecules, method, rest.get("restricted"))
-        plan = self.plan(prepared)
+        return self.run_plan(prepared, self.plan(prepared), scf_options, fixed_cycles, batch_size, progress,
+                             gradient)
+
+    def run_plan(self, prepared: Sequence[Prepared], plan: Plan, scf_options: SCFOptions,
+                 fixed_cycles: int | None = None, batch_size: int | None = None, progress: bool = False,
+                 gradient: bool = False) -> list[Result]:
+        """:meth:`run_batch` for molecules already prepared and planned (one
+        :class:`Result` per item of ``prepared``, in order)."""
         memory = self.memory or available_memory()
-        results: list = [None] * len(molecules)
-        bar = _progress(len(molecules), progress)
+        results: list = [None] * len(prepared)
+        bar = _progress(len(prepared), progress)
         try:
             for bucket in plan.buckets:
                 sig, members = bucket.signature, list(bucket.members)
