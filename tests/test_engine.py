@@ -194,6 +194,21 @@ def test_compile_once_per_bucket(caplog):
     assert all(bool(r.converged) for r in res)
 
 
+def test_repeated_calls_settle_on_compiled_signatures_and_batch_sizes():
+    """A later call with molecules that fit a compiled signature reuses it (and its
+    batch size) when the padding costs less than a compilation, so a stream of
+    batches does not keep compiling new buckets."""
+    method = Method("sto-3g", "hf")
+    prepared = [prepare(mol(x), method) for x in (WATER, H2S, CH3CL)]
+    sig = signature_for(prepared)
+    for sub in ([prepared[0]], prepared[:2], prepared[1:]):
+        assert plan_buckets(sub, known=[sig]).signatures == (sig,)
+    engine = Engine()
+    memory = 1 << 33
+    assert engine.batch_size(sig, 8, memory) == 8
+    assert engine.batch_size(sig, 5, memory) == 8 and engine.batch_size(sig, 16, memory) == 8
+
+
 def test_planner_buckets_a_dataset():
     """Two hundred different molecules of 9-11 heavy atoms (C, N, O, F + H) at QM1B's
     setting fit in a handful of buckets, each molecule in exactly one bucket it fits,

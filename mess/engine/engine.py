@@ -36,7 +36,7 @@ import numpy as np
 
 from mess.engine import stages
 from mess.engine.functional import energy as energy_functional
-from mess.engine.planner import Plan, batch_size_for, plan_buckets
+from mess.engine.planner import COMPILE_WORK, Plan, batch_size_for, plan_buckets
 from mess.engine.signature import Method, Prepared, Signature, prepare
 from mess.engine.system import Params, build, default_params, stack, take
 from mess.integrals.two_electron import divisor_chunk
@@ -219,6 +219,7 @@ class Engine:
         self.max_buckets = int(max_buckets)
         self._programs: collections.OrderedDict = collections.OrderedDict()
         self._signatures: collections.OrderedDict = collections.OrderedDict()
+        self._batch_sizes: dict[Signature, set[int]] = {}
         self.built = 0
 
     # ------------------------------------------------------------------ programs
@@ -227,6 +228,27 @@ class Engine:
         """Drop every compiled program and known signature of this engine."""
         self._programs.clear()
         self._signatures.clear()
+        self._batch_sizes.clear()
+
+    def batch_size(self, sig: Signature, n: int, memory: int) -> int:
+        """Batch size for ``n`` molecules of ``sig``. The batch size is a shape (a new
+        one compiles every program of the signature again), so a size already compiled
+        for ``sig`` is reused unless the padding items it adds (a partial last batch)
+        cost more work than compiling the size that fits best: the largest power of two
+        in memory (:func:`~mess.engine.planner.batch_size_for`), at most ``n`` rounded
+        up to a power of two."""
+        def waste(b):
+            return (-(-n // b) * b - n) * sig.cost()
+
+        fresh = min(batch_size_for(sig, n, memory), _next_pow2(n))
+        cap = batch_size_for(sig, 1 << 30, memory)
+        compiled = [b for b in self._batch_sizes.get(sig, ()) if b <= cap]
+        if compiled:
+            best = min(compiled, key=lambda b: (waste(b), -b))
+            if best == fresh or waste(best) <= waste(fresh) + COMPILE_WORK:
+                return best
+        self._batch_sizes.setdefault(sig, set()).add(fresh)
+        return fresh
 
     @property
     def signatures(self) -> tuple[Signature, ...]:
@@ -419,8 +441,7 @@ class Engine:
         try:
             for bucket in plan.buckets:
                 sig, members = bucket.signature, list(bucket.members)
-                b = batch_size or batch_size_for(sig, len(members), memory)
-                b = min(b, _next_pow2(len(members))) if batch_size is None else b
+                b = batch_size or self.batch_size(sig, len(members), memory)
                 for start in range(0, len(members), b):
                     part = members[start:start + b]
                     systems = [build(prepared[i], sig) for i in part]

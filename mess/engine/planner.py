@@ -7,9 +7,10 @@ and kind (restricted or not) that minimise the total padded work, with the paddi
 overhead reported.
 
 Algorithm: molecules that fit a signature the caller already compiled go there when
-the extra work is small: at most ``reuse_overhead`` of their own, or less in all than
-compiling a new bucket would cost (so a single small molecule reuses a larger
-compiled signature rather than waiting for a compilation); the others are sorted by their own work and
+the extra work is small: at most ``reuse_overhead`` of their own, or, for all such
+molecules together, less than compiling a new bucket would cost (so a few small
+molecules reuse a larger compiled signature rather than waiting for a compilation,
+and repeated calls with similar molecules settle on the same signatures); the others are sorted by their own work and
 cut into contiguous segments by dynamic programming, minimising
 sum over segments of (size x padded work of the segment) under a cost model of the
 engine's work (:meth:`~mess.engine.signature.Signature.cost`). QM1B sorted molecules
@@ -181,9 +182,12 @@ def _partition(seg: np.ndarray, k: int) -> tuple[list[tuple[int, int]], float]:
     return cuts[::-1], float(best[1:, n].min())
 
 
-#: Work (cost-model units, about floating-point operations) that one more bucket must
-#: save to pay for compiling its programs: some 20 s of a 2-core CPU.
-COMPILE_WORK = 5e10
+#: Work (cost-model units) that one more bucket must save to pay for compiling its
+#: programs. Calibrated on a 2-core CPU at QM1B's setting: a 9-heavy-atom molecule of
+#: cost ~2e10 runs in ~3 s (~7e9 units/s) and a bucket's five programs compile in
+#: ~30 s, i.e. ~2e11 units. (On a GPU the run is faster and compiling is not, so the
+#: true charge is higher; this is a floor.)
+COMPILE_WORK = 2e11
 
 #: Largest number of molecules a dynamic program runs on directly; longer lists are
 #: planned on evenly spaced representatives of the sorted list.
@@ -218,15 +222,26 @@ def plan_buckets(prepared: Sequence[Prepared], max_buckets: int = 4, known: Sequ
         reused: dict[Signature, list[int]] = {}
         rest = []
         cands = [s for s in known if s.method == method and s.restricted == restricted]
-        n = len(members)
+        movers: dict[int, Signature] = {}  # fit a known signature, but with much padding
         for i, p in enumerate(members):
             own_i = p.cost()
-            fitting = [s for s in cands if fits(p, s) and (s.cost() - own_i <= reuse_overhead * own_i
-                                                           or n * (s.cost() - own_i) <= compile_work)]
-            if fitting:
-                reused.setdefault(min(fitting, key=lambda s: s.cost()), []).append(i)
-            else:
+            fitting = [s for s in cands if fits(p, s)]
+            if not fitting:
                 rest.append(i)
+                continue
+            best = min(fitting, key=lambda s: s.cost())
+            if best.cost() - own_i <= reuse_overhead * own_i:
+                reused.setdefault(best, []).append(i)
+            else:
+                movers[i] = best
+        # the movers get new buckets only when that saves more than a compilation, or
+        # when new buckets are compiled anyway (molecules that fit no known signature)
+        extra = sum(movers[i].cost() - members[i].cost() for i in movers)
+        if movers and not rest and extra <= compile_work:
+            for i, sig in movers.items():
+                reused.setdefault(sig, []).append(i)
+        else:
+            rest += list(movers)
         for sig, mem in reused.items():
             buckets.append(Bucket(sig, tuple(idx[i] for i in mem)))
             padded_total += len(mem) * sig.cost()
