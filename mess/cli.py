@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--limit", type=int, default=None, help="first M source molecules only")
     g.add_argument("--batch-size", type=int, default=None, help="conformers per batch (default: fits memory)")
     g.add_argument("--shard-size", type=int, default=None, help="molecules per shard (default 32)")
+    g.add_argument("--validate-fraction", type=float, default=0.0,
+                   help="recompute this fraction of conformers with PySCF and report the differences")
     g.add_argument("--workers", type=int, default=1, help="embedding worker processes (0: inline; default 1)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
@@ -172,7 +174,7 @@ def generate_command(args) -> int:
     settings = Settings(source=args.source or BUILTIN, **base)
     try:
         summary = generate(settings, args.out, batch_size=args.batch_size, progress=not args.no_progress,
-                           workers=args.workers)
+                           workers=args.workers, validate_fraction=args.validate_fraction)
     except (ValueError, OSError, UnicodeDecodeError) as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else "invalid input")
     except KeyboardInterrupt:

@@ -127,6 +127,18 @@ def test_bad_arguments_are_one_line_errors(argv, message, capsys, tmp_path, monk
     assert err.startswith("mess: error:") and message in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("name, content, message", [
+    ("bin.smi", b"\x89PNG\r\n\x1a\n\x00\x00", "binary"),
+    ("nosmiles.csv", b"id,formula\n1,CH4\n", "no 'smiles' column"),
+    ("latin1.smi", "C caf\xe9\n".encode("latin-1"), "not UTF-8"),
+])
+def test_bad_source_files_are_one_line_errors(name, content, message, tmp_path, capsys):
+    (tmp_path / name).write_bytes(content)
+    assert main(["generate", str(tmp_path / name), "--out", str(tmp_path / "ds"), "--no-cache"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mess: error:") and message in err and len(err.splitlines()) == 1
+
+
 def test_resume_with_changed_settings_is_refused(tmp_path, capsys):
     src = _write(tmp_path, "m.smi", "O water\n")
     out = str(tmp_path / "ds")
@@ -160,7 +172,11 @@ def test_qm1b_schema_reads_as_qm1b(tmp_path):
 def test_stats_and_plot(tmp_path, capsys):
     src = _write(tmp_path, "m.smi", "O water\nC methane\n")
     out = tmp_path / "ds"
-    generate(Settings(source=src, xc="hf"), out, progress=False, workers=0)
+    s = generate(Settings(source=src, xc="hf"), out, progress=False, workers=0, validate_fraction=1.0)
+    v = s.validation
+    assert v["rows"] == 2 and v["energy"] < 1e-8 and v["homo"] < 1e-6 and v["dipole"] < 1e-4
+    assert json.loads((out / "manifest.json").read_text())["progress"]["validation"]["rows"] == 2
+    assert "Validation against PySCF" in (out / "README.md").read_text()
     assert main(["dataset", "stats", str(out)]) == 0
     text = capsys.readouterr().out
     assert "2 rows" in text and "energy" in text

@@ -47,7 +47,7 @@ def dataset_stats(store) -> dict:
             "columns": schema.names if schema is not None else []}
 
 
-def write_card(store, settings, errors: list[dict]) -> str:
+def write_card(store, settings, errors: list[dict], validation: dict | None = None) -> str:
     """Write ``OUT/README.md`` and return its text."""
     from mess.dataset.store import atomic_write
 
@@ -76,7 +76,14 @@ def write_card(store, settings, errors: list[dict]) -> str:
               + (", ".join(f"{k} {v}" for k, v in st["molecules_with_element"].items()) or "-"),
               f"- failures (molecules, `errors.jsonl`): {len(errors)}"
               + (" (" + ", ".join(f"{k} {v}" for k, v in sorted(stages.items())) + ")" if errors else ""),
-              "", "## Columns and units", "", "| column | unit |", "|---|---|"]
+              ""]
+    if validation:
+        v = validation
+        lines += ["## Validation against PySCF (float64)", "",
+                  f"{v['rows']} conformers recomputed with PySCF at the same settings; largest differences: "
+                  f"energy {v['energy']:.1e} Ha, HOMO {v['homo']:.1e} Ha, LUMO {v['lumo']:.1e} Ha, "
+                  f"dipole {v['dipole']:.1e} D.", ""]
+    lines += ["## Columns and units", "", "| column | unit |", "|---|---|"]
     lines += [f"| `{c}` | {st['units'].get(c, '-')} |" for c in st["columns"]]
     lines += ["", "Read with `mess.dataset.open(DIR)` (a pyarrow dataset) or "
               "`mess.dataset.batches(DIR, batch_size)`.", ""]

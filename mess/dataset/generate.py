@@ -32,6 +32,7 @@ from pathlib import Path
 from mess.dataset.conformers import conformer_seed, embed_arrays
 from mess.dataset.sources import BUILTIN, Entry, load_source, source_digest
 from mess.dataset.store import Store
+from mess.dataset.validate import differences, merge, pick, pyscf_reference
 
 QM1B_PRESET = {"basis": "sto-3g", "xc": "b3lyp5", "grid_level": 0, "fixed_cycles": 20, "seed": 43,
                "same_seed": True}
@@ -192,6 +193,7 @@ class Summary:
     seconds: float = 0.0
     dft_seconds: float = 0.0
     compile_seconds: float = 0.0
+    validation: dict = dataclasses.field(default_factory=dict)
 
     def text(self) -> str:
         rate = self.rows / self.dft_seconds if self.dft_seconds else 0.0
@@ -204,17 +206,26 @@ class Summary:
             f"  failures    {fails}",
             f"  time        {self.seconds:.1f} s (DFT {self.dft_seconds:.1f} s, of it compiling "
             f"{self.compile_seconds:.1f} s); {rate:.2f} conformers/s in the DFT",
-        ])
+        ] + ([f"  validation  {v['rows']} rows against PySCF: max |dE| {v['energy']:.1e} Ha, |dHOMO| "
+              f"{v['homo']:.1e} Ha, |dLUMO| {v['lumo']:.1e} Ha, |d dipole| {v['dipole']:.1e} D"]
+             if (v := self.validation) else []))
 
 
 def generate(settings: Settings, out: str, batch_size: int | None = None, progress: bool = True,
-             workers: int = 1, engine=None, entries: list[Entry] | None = None) -> Summary:
+             workers: int = 1, engine=None, entries: list[Entry] | None = None,
+             validate_fraction: float = 0.0) -> Summary:
     """Generate (or resume) the dataset ``settings`` describes into directory ``out``.
+
+    ``validate_fraction``: recompute that fraction of this run's conformers with PySCF
+    (:mod:`mess.dataset.validate`); the largest differences go to the summary and the
+    manifest.
 
     Returns a :class:`Summary`. Raises ``ValueError`` (one line) for a bad source, bad
     settings, or an output directory holding a different dataset."""
     import mess
 
+    if not 0.0 <= validate_fraction <= 1.0:
+        raise ValueError(f"--validate-fraction must be between 0 and 1, got {validate_fraction}")
     entries = load_source(settings.source) if entries is None else entries
     if settings.limit is not None:
         entries = entries[:settings.limit]
@@ -223,6 +234,7 @@ def generate(settings: Settings, out: str, batch_size: int | None = None, progre
     store = Store(out)
     sdict = dataclasses.asdict(settings)
     store.open(sdict, informational=("source",))  # the source is compared by its digest
+    validated = store.progress().get("validation") or {}  # earlier runs into this directory
     n = settings.shard_size
     shards = [entries[i:i + n] for i in range(0, len(entries), n)]
     done = store.done()
@@ -241,8 +253,11 @@ def generate(settings: Settings, out: str, batch_size: int | None = None, progre
                 pending[todo[i + 1]] = embedder.submit(shards[todo[i + 1]], sdict)
             embedded = pending.pop(k).result()
             table, errors, stats, used = _run_shard(settings, shards[k], embedded, engine, batch_size,
-                                                    store.signatures(before=k))
+                                                    store.signatures(before=k), validate_fraction, k)
             store.write_shard(k, table, errors, used)
+            if stats["validation"]:
+                summary.validation = merge(summary.validation, stats["validation"])
+                validated = merge(validated, stats["validation"])
             summary.molecules += len(shards[k])
             summary.rows += stats["rows"]
             summary.converged += stats["converged"]
@@ -250,7 +265,8 @@ def generate(settings: Settings, out: str, batch_size: int | None = None, progre
             summary.compile_seconds += stats["compile_seconds"]
             for e in errors:
                 summary.failures[e["stage"]] = summary.failures.get(e["stage"], 0) + 1
-            store.write_manifest(sdict, {"shards_total": len(shards), "shards_done": len(store.done())})
+            store.write_manifest(sdict, {"shards_total": len(shards), "shards_done": len(store.done()),
+                                         "validation": validated})
             bar.update(len(shards[k]), summary)
     finally:
         bar.close()
@@ -259,11 +275,12 @@ def generate(settings: Settings, out: str, batch_size: int | None = None, progre
     errors = store.write_errors()
     from mess.dataset.card import write_card
 
-    write_card(store, settings, errors)
+    write_card(store, settings, errors, validated)
     return summary
 
 
-def _run_shard(settings: Settings, entries: list[Entry], embedded: list[dict], engine, batch_size, known: list):
+def _run_shard(settings: Settings, entries: list[Entry], embedded: list[dict], engine, batch_size, known: list,
+               validate_fraction: float = 0.0, shard: int = 0):
     """DFT of one shard: (pyarrow table, error records, stats, signatures used).
 
     Molecules are prepared one by one (a molecule that cannot be prepared becomes an
@@ -314,8 +331,10 @@ def _run_shard(settings: Settings, entries: list[Entry], embedded: list[dict], e
     schema = arrow_schema(settings.schema, settings.forces, settings.method())
     table = pa.Table.from_pylist(out_rows, schema=schema)
     converged = sum(bool(r.converged) for r in results)
+    checked = [differences(results[i], pyscf_reference(jobs[i][2], settings))
+               for i in pick(len(jobs), validate_fraction, settings.seed, shard)]
     return table, errors, {"rows": len(out_rows), "converged": converged, "seconds": seconds,
-                           "compile_seconds": clock.seconds}, used
+                           "compile_seconds": clock.seconds, "validation": checked}, used
 
 
 def _error(e: Entry, stage: str, message: str) -> dict:

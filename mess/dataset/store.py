@@ -82,6 +82,13 @@ class Store:
         atomic_write(self.root / MANIFEST, json.dumps({"settings": settings, "progress": progress},
                                                       indent=1).encode())
 
+    def progress(self) -> dict:
+        """The manifest's progress record (empty if none)."""
+        try:
+            return json.loads((self.root / MANIFEST).read_text()).get("progress", {})
+        except (OSError, ValueError):
+            return {}
+
     def done(self) -> set[int]:
         """Indices of the complete shards."""
         out = set()
