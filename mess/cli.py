@@ -21,9 +21,16 @@ def _example_path() -> str:
     return str(resources.files("mess") / "data" / EXAMPLE)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``mess: error: ...`` on stderr, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"mess: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mess", description="Differentiable quantum chemistry in JAX.")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="mess", description="Differentiable quantum chemistry in JAX.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     e = sub.add_parser("energy", help="SCF energy and properties of a molecule (Hartree, Debye)")
     e.add_argument("file", nargs="?", help="xyz file in Angstrom (default: built-in water example)")
     e.add_argument("--basis", default="sto-3g", help="basis set name known to PySCF (default sto-3g)")
@@ -65,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
 
     d = sub.add_parser("dataset", help="inspect a generated dataset")
-    dsub = d.add_subparsers(dest="action", required=True)
+    dsub = d.add_subparsers(dest="action", required=True, metavar="{stats,plot}")
     st = dsub.add_parser("stats", help="counts and column summaries")
     st.add_argument("dir")
     pl = dsub.add_parser("plot", help="histograms of energy per heavy atom, gap, AO count, SCF cycles (PNG)")

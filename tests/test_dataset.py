@@ -139,6 +139,16 @@ def test_bad_source_files_are_one_line_errors(name, content, message, tmp_path, 
     assert err.startswith("mess: error:") and message in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("argv", [["generate"], ["generate", "--out"], ["dataset"], ["generate", "--out", "X",
+                                                                                  "--conformers", "two"]])
+def test_usage_errors_are_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mess: error:") and len(err.splitlines()) == 1
+
+
 def test_resume_with_changed_settings_is_refused(tmp_path, capsys):
     src = _write(tmp_path, "m.smi", "O water\n")
     out = str(tmp_path / "ds")
