@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--validate-fraction", type=float, default=0.0,
                    help="recompute this fraction of conformers with PySCF and report the differences")
     g.add_argument("--workers", type=int, default=1, help="embedding worker processes (0: inline; default 1)")
+    g.add_argument("--ray", action="store_true", help="run the DFT of the shards on Ray actors (a local Ray "
+                   "unless --ray-address is given); needs pip install 'mess[ray]'")
+    g.add_argument("--ray-address", default=None, help="address of a running Ray cluster (implies --ray)")
+    g.add_argument("--ray-workers", type=int, default=None,
+                   help="Ray actors, each with its own engine (default: one per CPU, or per GPU)")
+    g.add_argument("--ray-gpus-per-worker", type=float, default=0.0, help="GPUs per Ray actor (default 0)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
 
@@ -181,9 +187,14 @@ def generate_command(args) -> int:
     settings = Settings(source=args.source or BUILTIN, **base)
     try:
         summary = generate(settings, args.out, batch_size=args.batch_size, progress=not args.no_progress,
-                           workers=args.workers, validate_fraction=args.validate_fraction)
+                           workers=args.workers, validate_fraction=args.validate_fraction, ray=args.ray,
+                           ray_address=args.ray_address, ray_workers=args.ray_workers,
+                           ray_gpus_per_worker=args.ray_gpus_per_worker)
     except (ValueError, OSError, UnicodeDecodeError) as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else "invalid input")
+    except RuntimeError as exc:  # a failed Ray worker: the finished shards are kept
+        print(f"mess: error: {exc}; completed shards are kept, re-run the same command to resume", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("mess: interrupted; completed shards are kept, re-run the same command to resume", file=sys.stderr)
         return 130

@@ -119,6 +119,7 @@ def test_bad_lines_become_error_records(tmp_path, capsys):
     (["generate", "--out", "X", "--conformers", "0"], "--conformers"),
     (["generate", "--out", "X", "--xc", "nosuch"], "functional"),
     (["generate", "--out", "X", "--basis", "nosuch-basis"], "basis"),
+    (["generate", "--out", "X", "--limit", "1", "--ray", "--ray-workers", "0"], "--ray-workers must be at least 1"),
 ])
 def test_bad_arguments_are_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -196,9 +197,10 @@ def test_stats_and_plot(tmp_path, capsys):
     assert main(["dataset", "stats", str(tmp_path / "nothing")]) == 2
 
 
-def test_kill_minus_9_and_resume_loses_and_duplicates_nothing(tmp_path):
+def test_killed_and_ray_runs_equal_an_uninterrupted_run(tmp_path):
     """A run killed at random moments and resumed ends with exactly the rows (and
-    values) of an uninterrupted run."""
+    values) of an uninterrupted run, and so does a run on a local Ray with 2 workers
+    (the same compilation cache, so the Ray actors do not compile again)."""
     src = _write(tmp_path, "m.smi", "O water\nC methane\nN ammonia\nCO methanol\nF fluoride-h\n")
     env = dict(os.environ, MESS_CACHE_DIR=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
     cmd = [sys.executable, "-m", "mess.cli", "generate", src, "--xc", "hf", "--shard-size", "1", "--conformers",
@@ -213,11 +215,16 @@ def test_kill_minus_9_and_resume_loses_and_duplicates_nothing(tmp_path):
         p.send_signal(signal.SIGKILL)
         p.wait()
     subprocess.run(cmd + ["--out", str(out)], env=env, check=True, capture_output=True)
-    a, b = _rows(ref), _rows(out)
-    assert [(r["mol_id"], r["conformer_id"]) for r in b] == [(r["mol_id"], r["conformer_id"]) for r in a]
-    assert len({(r["mol_id"], r["conformer_id"]) for r in b}) == len(b) == 10
-    for x, y in zip(a, b):
-        assert x == y
+    on_ray = tmp_path / "ray"
+    subprocess.run(cmd + ["--out", str(on_ray), "--ray", "--ray-workers", "2"], env=env, check=True,
+                   capture_output=True)
+    a = _rows(ref)
+    assert len({(r["mol_id"], r["conformer_id"]) for r in a}) == len(a) == 10
+    for other in (out, on_ray):
+        b = _rows(other)
+        assert [(r["mol_id"], r["conformer_id"]) for r in b] == [(r["mol_id"], r["conformer_id"]) for r in a]
+        for x, y in zip(a, b):
+            assert x == y
 
 
 @pytest.mark.slow

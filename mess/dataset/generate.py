@@ -213,12 +213,20 @@ class Summary:
 
 def generate(settings: Settings, out: str, batch_size: int | None = None, progress: bool = True,
              workers: int = 1, engine=None, entries: list[Entry] | None = None,
-             validate_fraction: float = 0.0) -> Summary:
+             validate_fraction: float = 0.0, ray: bool = False, ray_address: str | None = None,
+             ray_workers: int | None = None, ray_gpus_per_worker: float = 0.0) -> Summary:
     """Generate (or resume) the dataset ``settings`` describes into directory ``out``.
 
-    ``validate_fraction``: recompute that fraction of this run's conformers with PySCF
-    (:mod:`mess.dataset.validate`); the largest differences go to the summary and the
-    manifest.
+    ``workers``: embedding processes (0: embed inline). ``validate_fraction``: recompute
+    that fraction of this run's conformers with PySCF (:mod:`mess.dataset.validate`);
+    the largest differences go to the summary and the manifest.
+
+    ``ray`` (or a ``ray_address``): run the shards' DFT on Ray actors
+    (:mod:`mess.dataset.cluster`): ``ray_workers`` actors (default: one per CPU of the
+    cluster, or per GPU with ``ray_gpus_per_worker``), each with its own
+    :class:`~mess.Engine`; this process embeds, plans and writes, so only it touches
+    ``out``. The padding of every shard is planned here in shard order, so the rows
+    equal those of a run without Ray.
 
     Returns a :class:`Summary`. Raises ``ValueError`` (one line) for a bad source, bad
     settings, or an output directory holding a different dataset."""
@@ -226,6 +234,9 @@ def generate(settings: Settings, out: str, batch_size: int | None = None, progre
 
     if not 0.0 <= validate_fraction <= 1.0:
         raise ValueError(f"--validate-fraction must be between 0 and 1, got {validate_fraction}")
+    use_ray = bool(ray or ray_address)
+    if use_ray and engine is not None:
+        raise ValueError("an engine cannot be shared with Ray workers (each worker owns its own)")
     entries = load_source(settings.source) if entries is None else entries
     if settings.limit is not None:
         entries = entries[:settings.limit]
@@ -244,7 +255,45 @@ def generate(settings: Settings, out: str, batch_size: int | None = None, progre
     t0 = time.perf_counter()
     bar = _bar(sum(len(shards[k]) for k in todo), progress)
     embedder = _Embedder(workers)
+    runner = None
+    planned: dict[int, tuple] = {}  # signatures of the shards planned or run in this invocation
+
+    def known(k: int) -> list:
+        """Signatures of shards < k in shard order without repeats (the padding history
+        a sequential run would have had)."""
+        sigs = []
+        for j in range(k):
+            if j not in planned:  # done before this invocation
+                planned[j] = store.used(j) if j in done else ()
+            for sig in planned[j]:
+                if sig not in sigs:
+                    sigs.append(sig)
+        return sigs
+
+    def record(k, result):
+        nonlocal validated
+        table, errors, stats, used = result
+        planned[k] = tuple(used)
+        store.write_shard(k, table, errors, used)
+        if stats["validation"]:
+            summary.validation = merge(summary.validation, stats["validation"])
+            validated = merge(validated, stats["validation"])
+        summary.molecules += len(shards[k])
+        summary.rows += stats["rows"]
+        summary.converged += stats["converged"]
+        summary.dft_seconds += stats["seconds"]
+        summary.compile_seconds += stats["compile_seconds"]
+        for e in errors:
+            summary.failures[e["stage"]] = summary.failures.get(e["stage"], 0) + 1
+        store.write_manifest(sdict, {"shards_total": len(shards), "shards_done": len(store.done()),
+                                     "validation": validated})
+        bar.update(len(shards[k]), summary)
+
     try:
+        if use_ray:
+            from mess.dataset.cluster import RayRunner
+
+            runner = RayRunner(address=ray_address, workers=ray_workers, gpus_per_worker=ray_gpus_per_worker)
         pending = {}
         if todo:
             pending[todo[0]] = embedder.submit(shards[todo[0]], sdict)
@@ -252,25 +301,22 @@ def generate(settings: Settings, out: str, batch_size: int | None = None, progre
             if i + 1 < len(todo):
                 pending[todo[i + 1]] = embedder.submit(shards[todo[i + 1]], sdict)
             embedded = pending.pop(k).result()
-            table, errors, stats, used = _run_shard(settings, shards[k], embedded, engine, batch_size,
-                                                    store.signatures(before=k), validate_fraction, k)
-            store.write_shard(k, table, errors, used)
-            if stats["validation"]:
-                summary.validation = merge(summary.validation, stats["validation"])
-                validated = merge(validated, stats["validation"])
-            summary.molecules += len(shards[k])
-            summary.rows += stats["rows"]
-            summary.converged += stats["converged"]
-            summary.dft_seconds += stats["seconds"]
-            summary.compile_seconds += stats["compile_seconds"]
-            for e in errors:
-                summary.failures[e["stage"]] = summary.failures.get(e["stage"], 0) + 1
-            store.write_manifest(sdict, {"shards_total": len(shards), "shards_done": len(store.done()),
-                                         "validation": validated})
-            bar.update(len(shards[k]), summary)
+            if runner is None:
+                record(k, _run_shard(settings, shards[k], embedded, engine, batch_size, known(k),
+                                     validate_fraction, k))
+                continue
+            prior = known(k)
+            planned[k] = shard_signatures(settings, shards[k], embedded, engine, prior)
+            while runner.full():
+                record(*runner.next_done())
+            runner.submit(k, settings, shards[k], embedded, prior, batch_size, validate_fraction)
+        while runner is not None and runner.busy():
+            record(*runner.next_done())
     finally:
         bar.close()
         embedder.close()
+        if runner is not None:
+            runner.close()
     summary.seconds = time.perf_counter() - t0
     errors = store.write_errors()
     from mess.dataset.card import write_card
@@ -279,24 +325,15 @@ def generate(settings: Settings, out: str, batch_size: int | None = None, progre
     return summary
 
 
-def _run_shard(settings: Settings, entries: list[Entry], embedded: list[dict], engine, batch_size, known: list,
-               validate_fraction: float = 0.0, shard: int = 0):
-    """DFT of one shard: (pyarrow table, error records, stats, signatures used).
-
-    Molecules are prepared one by one (a molecule that cannot be prepared becomes an
-    error record) and planned into buckets reusing ``known``, the signatures of the
-    earlier shards of the dataset (not whatever the engine compiled), so the padding,
-    and with it every bit of the results, is the same in a resumed run."""
-    import pyarrow as pa
-
+def _prepare_shard(settings: Settings, entries: list[Entry], embedded: list[dict]):
+    """The molecules of one shard prepared for the engine: (error records, jobs,
+    prepared), jobs being ``(entry, conformer index, molecule)``. A molecule that cannot
+    be prepared becomes an error record."""
     import mess
-    from mess.dataset.schema import arrow_schema, rows
-    from mess.engine.engine import split_options
     from mess.engine.signature import Method, prepare
-    from mess.timing import CompileClock
 
     method = Method(settings.basis, settings.xc, False, settings.grid_level)
-    errors, jobs, prepared = [], [], []  # jobs: (entry, conformer index, molecule)
+    errors, jobs, prepared = [], [], []
     for e, emb in zip(entries, embedded):
         if "error" in emb:
             stage, msg = emb["error"]
@@ -316,6 +353,32 @@ def _run_shard(settings: Settings, entries: list[Entry], embedded: list[dict], e
             continue
         jobs += [(e, c, m) for c, m in enumerate(mols)]
         prepared += preps
+    return errors, jobs, prepared
+
+
+def shard_signatures(settings: Settings, entries: list[Entry], embedded: list[dict], engine, known: list) -> tuple:
+    """The signatures shard's molecules are planned into, given the ``known`` ones of
+    the earlier shards (what :func:`_run_shard` will use): lets a driver hand out later
+    shards before the earlier ones have run, with the same padding as a sequential run."""
+    _, _, prepared = _prepare_shard(settings, entries, embedded)
+    return engine.plan(prepared, known=known).signatures if prepared else ()
+
+
+def _run_shard(settings: Settings, entries: list[Entry], embedded: list[dict], engine, batch_size, known: list,
+               validate_fraction: float = 0.0, shard: int = 0):
+    """DFT of one shard: (pyarrow table, error records, stats, signatures used).
+
+    Molecules are prepared one by one (a molecule that cannot be prepared becomes an
+    error record) and planned into buckets reusing ``known``, the signatures of the
+    earlier shards of the dataset (not whatever the engine compiled), so the padding,
+    and with it every bit of the results, is the same in a resumed run."""
+    import pyarrow as pa
+
+    from mess.dataset.schema import arrow_schema, rows
+    from mess.engine.engine import split_options
+    from mess.timing import CompileClock
+
+    errors, jobs, prepared = _prepare_shard(settings, entries, embedded)
     scf_options, _ = split_options({"conv_tol": settings.conv_tol, "max_cycle": settings.max_cycle})
     t = time.perf_counter()
     results, used = [], ()

@@ -102,17 +102,13 @@ class Store:
     def plan_path(self, k: int) -> Path:
         return self.root / f"shard-{k:05d}.plan.pkl"
 
-    def signatures(self, before: int) -> list:
-        """The signatures used by the complete shards with index < ``before``, in shard
-        order, without repeats."""
-        out = []
-        for k in sorted(i for i in self.done() if i < before):
-            p = self.plan_path(k)
-            if p.exists():
-                for sig in pickle.loads(p.read_bytes()):
-                    if sig not in out:
-                        out.append(sig)
-        return out
+    def used(self, k: int) -> tuple:
+        """The signatures shard ``k`` was planned into, from its plan file (written
+        before the shard's Parquet file; empty if there is none)."""
+        p = self.plan_path(k)
+        if not p.exists():
+            return ()
+        return tuple(pickle.loads(p.read_bytes()))
 
     def write_shard(self, k: int, table, errors: list[dict], signatures=()) -> None:
         """Write shard ``k`` (a pyarrow table), its error records and the signatures it
