@@ -19,6 +19,18 @@ from __future__ import annotations
 import os
 
 
+def check_options(workers: int | None, gpus_per_worker: float) -> None:
+    """Raise ``ValueError`` (one line) for Ray options that cannot work, or no Ray."""
+    if workers is not None and workers < 1:
+        raise ValueError(f"--ray-workers must be at least 1, got {workers}")
+    if gpus_per_worker < 0:
+        raise ValueError(f"--ray-gpus-per-worker must be >= 0, got {gpus_per_worker}")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ValueError("--ray needs Ray: pip install 'mess[ray]'") from None
+
+
 class ShardWorker:
     """A Ray actor's state: JAX in float64, the persistent compilation cache (when the
     driver uses one) and an engine kept across shards."""
@@ -54,14 +66,9 @@ class RayRunner:
     """
 
     def __init__(self, address: str | None = None, workers: int | None = None, gpus_per_worker: float = 0.0):
-        try:
-            import ray
-        except ImportError:
-            raise ValueError("--ray needs Ray: pip install 'mess[ray]'") from None
-        if workers is not None and workers < 1:
-            raise ValueError(f"--ray-workers must be at least 1, got {workers}")
-        if gpus_per_worker < 0:
-            raise ValueError(f"--ray-gpus-per-worker must be >= 0, got {gpus_per_worker}")
+        check_options(workers, gpus_per_worker)
+        import ray
+
         self.ray = ray
         self.started = False
         if not ray.is_initialized():

@@ -235,8 +235,12 @@ def generate(settings: Settings, out: str, batch_size: int | None = None, progre
     if not 0.0 <= validate_fraction <= 1.0:
         raise ValueError(f"--validate-fraction must be between 0 and 1, got {validate_fraction}")
     use_ray = bool(ray or ray_address)
-    if use_ray and engine is not None:
-        raise ValueError("an engine cannot be shared with Ray workers (each worker owns its own)")
+    if use_ray:
+        from mess.dataset.cluster import check_options
+
+        if engine is not None:
+            raise ValueError("an engine cannot be shared with Ray workers (each worker owns its own)")
+        check_options(ray_workers, ray_gpus_per_worker)
     entries = load_source(settings.source) if entries is None else entries
     if settings.limit is not None:
         entries = entries[:settings.limit]
