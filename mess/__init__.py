@@ -8,13 +8,14 @@ Energies need float64: enable it with ``jax.config.update("jax_enable_x64", True
 from mess.driver import Result, run, run_batch
 from mess.engine import Engine, default_engine
 from mess.engine.calculation import SCFParams
+from mess.errors import InputError
 from mess.gradients import batch_energy_function, energy_and_gradient, energy_function, gradient
 from mess.implicit import SCFState, polarizability, scf_function
 from mess.optimize import frequencies, optimize
 from mess.structure import BOHR, Molecule
 from mess.unrolled import UnrolledState, unrolled_scf_function
 
-__all__ = ["BOHR", "Engine", "Molecule", "Result", "SCFParams", "SCFState", "UnrolledState", "batch_energy_function",
+__all__ = ["BOHR", "Engine", "InputError", "Molecule", "Result", "SCFParams", "SCFState", "UnrolledState", "batch_energy_function",
            "default_engine", "energy_and_gradient", "energy_function", "frequencies", "gradient", "optimize", "polarizability", "run",
            "run_batch", "scf_function", "unrolled_scf_function"]
 __version__ = "0.1.0"

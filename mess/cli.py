@@ -1,4 +1,5 @@
-"""Command-line interface: ``mess energy [FILE.xyz] [--basis B] [--xc X] ...``,
+"""Command-line interface: ``mess energy [FILE.xyz ...] [--basis B] [--xc X] ...``,
+``mess optimize FILE``, ``mess check FILE`` (mess against PySCF),
 ``mess generate [SOURCE] --out DIR ...`` (a dataset) and ``mess dataset stats|plot DIR``.
 
 Errors in the input (file, basis, functional, charge/spin) are reported as one line
@@ -17,6 +18,15 @@ from importlib import resources
 EXAMPLE = "water.xyz"
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mess")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def _example_path() -> str:
     return str(resources.files("mess") / "data" / EXAMPLE)
 
@@ -30,9 +40,12 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="mess", description="Differentiable quantum chemistry in JAX.")
+    p.add_argument("--version", action="version", version=f"mess {_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     e = sub.add_parser("energy", help="SCF energy and properties of a molecule (Hartree, Debye)")
-    e.add_argument("file", nargs="?", help="xyz file in Angstrom (default: built-in water example)")
+    e.add_argument("files", nargs="*", metavar="FILE",
+                   help="xyz files in Angstrom (several, multi-frame, a directory of .xyz, or - for stdin; "
+                        "several molecules run as one batch; default: built-in water example)")
     e.add_argument("--basis", default="sto-3g", help="basis set name known to PySCF (default sto-3g)")
     e.add_argument("--xc", default="hf", help="'hf' or a functional, e.g. b3lyp, pbe, lda,vwn (default hf)")
     e.add_argument("--cart", action="store_true", help="Cartesian instead of spherical d/f functions")
@@ -43,7 +56,40 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--max-cycle", type=int, default=50, help="maximum SCF cycles (default 50)")
     e.add_argument("--gradient", action="store_true", help="also compute nuclear gradient dE/dR (Hartree/Bohr)")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    e.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="draw the SCF convergence (energy change, orbital gradient per cycle)")
     e.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
+
+    o = sub.add_parser("optimize", help="geometry optimisation (BFGS on analytic forces); writes xyz files")
+    o.add_argument("file", help="xyz file in Angstrom (- for stdin)")
+    o.add_argument("--basis", default="sto-3g", help="basis set (default sto-3g)")
+    o.add_argument("--xc", default="hf", help="'hf' or a functional (default hf)")
+    o.add_argument("--charge", type=int, default=None, help="total charge (default: xyz comment or 0)")
+    o.add_argument("--spin", type=int, default=None, help="unpaired electrons 2S (default: xyz comment or lowest)")
+    o.add_argument("--grid-level", type=int, default=3, help="DFT grid level 0-9 (default 3)")
+    o.add_argument("--conv-tol", type=float, default=1e-10, help="SCF energy convergence, Hartree (default 1e-10)")
+    o.add_argument("--max-cycle", type=int, default=50, help="maximum SCF cycles per step (default 50)")
+    o.add_argument("--fmax", type=float, default=4.5e-4,
+                   help="largest gradient component at convergence, Hartree/Bohr (default 4.5e-4); the RMS "
+                   "gradient must be below 2/3 of it (Gaussian's criteria)")
+    o.add_argument("--max-steps", type=int, default=100, help="most optimisation steps (default 100)")
+    o.add_argument("--out", default=None, help="final geometry, xyz (default: FILE-opt.xyz)")
+    o.add_argument("--trajectory", default=None, help="every step, multi-frame xyz (default: FILE-traj.xyz)")
+    o.add_argument("--quiet", action="store_true", help="no line per step")
+    o.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
+
+    c = sub.add_parser("check", help="run mess and PySCF on one molecule and compare (exit 1 if they disagree)")
+    c.add_argument("file", help="xyz file in Angstrom (- for stdin)")
+    c.add_argument("--basis", default="sto-3g", help="basis set (default sto-3g)")
+    c.add_argument("--xc", default="hf", help="'hf' or a functional (default hf)")
+    c.add_argument("--charge", type=int, default=None, help="total charge (default: xyz comment or 0)")
+    c.add_argument("--spin", type=int, default=None, help="unpaired electrons 2S (default: xyz comment or lowest)")
+    c.add_argument("--grid-level", type=int, default=3, help="DFT grid level 0-9 (default 3)")
+    c.add_argument("--conv-tol", type=float, default=1e-10, help="SCF convergence of both, Hartree (default 1e-10)")
+    c.add_argument("--no-forces", action="store_true", help="do not compare forces")
+    c.add_argument("--pyscf-basis", default=None, help="give PySCF another basis (to see a disagreement)")
+    c.add_argument("--pyscf-xc", default=None, help="give PySCF another functional (to see a disagreement)")
+    c.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
 
     g = sub.add_parser("generate", help="dataset: SMILES -> RDKit conformers -> batched DFT -> Parquet shards")
     g.add_argument("source", nargs="?", default=None,
@@ -92,64 +138,240 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _inputs(files: list[str]) -> list[tuple[str, str]]:
+    """``(label, xyz text)`` per input: ``-`` is stdin, a directory its ``*.xyz``
+    files in name order. Raises ``InputError`` naming a missing or unreadable input."""
+    from pathlib import Path
+
+    from mess.errors import InputError
+
+    out = []
+    for f in files:
+        if f == "-":
+            out.append(("<stdin>", sys.stdin.read()))
+            continue
+        path = Path(f)
+        if path.is_dir():
+            found = sorted(path.glob("*.xyz"))
+            if not found:
+                raise InputError(f"no .xyz files in directory {f}")
+            out += [(str(q), _read(q)) for q in found]
+        elif path.exists():
+            out.append((f, _read(path)))
+        else:
+            raise InputError(f"xyz file not found: {f}")
+    return out
+
+
+def _read(path) -> str:
+    from mess.errors import InputError
+
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # UTF-8 byte-order mark
+    if b"\x00" in data[:4096]:
+        raise InputError(f"{path} is a binary or UTF-16 file, not xyz text")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text") from None
+    suffix = path.suffix.lower()
+    if suffix in (".pdb", ".sdf", ".mol", ".mol2", ".cif"):
+        raise InputError(f"{path}: mess energy reads xyz files (Angstrom), not {suffix[1:].upper()}")
+    return text
+
+
+def _molecules(args):
+    """``[(label, Molecule)]`` of the command's inputs (frames of a multi-frame file
+    labelled ``file#k``)."""
+    import mess
+
+    inputs = _inputs(args.files) if args.files else [(f"<built-in {EXAMPLE}>", open(_example_path()).read())]
+    out = []
+    for label, text in inputs:
+        try:
+            frames = mess.Molecule.from_xyz_frames(text, charge=args.charge, spin=args.spin)
+        except ValueError as exc:
+            raise type(exc)(f"{label}: {exc}") from None
+        out += [(label if len(frames) == 1 else f"{label}#{k + 1}", m) for k, m in enumerate(frames)]
+    return out
+
+
+def _check_energy_options(args) -> str | None:
+    if not args.conv_tol > 0:
+        return f"--conv-tol must be positive, got {args.conv_tol}"
+    if args.max_cycle < 1:
+        return f"--max-cycle must be at least 1, got {args.max_cycle}"
+    if not 0 <= args.grid_level <= 9:
+        return f"--grid-level: grid level must be an integer from 0 to 9, got {args.grid_level}"
+    plot = getattr(args, "plot", None)
+    if plot:
+        folder = os.path.dirname(os.path.abspath(plot))
+        if not plot.lower().endswith(".png"):
+            return f"--plot writes a PNG file: give a name ending in .png, got {plot}"
+        if not os.path.isdir(folder):
+            return f"--plot: directory {folder} does not exist"
+    return None
+
+
 def energy_command(args) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
     _enable_cache(args)
-    import numpy as np
-
     import mess
 
-    path = args.file or _example_path()
-    if args.file and not os.path.exists(args.file):
-        return _fail(f"xyz file not found: {args.file}")
+    bad = _check_energy_options(args)
+    if bad:
+        return _fail(bad)
     t0 = time.perf_counter()
+    opts = dict(cart=args.cart, grid_level=args.grid_level, conv_tol=args.conv_tol, max_cycle=args.max_cycle)
     try:
-        mol = mess.Molecule.from_xyz(path if args.file else open(path).read(), charge=args.charge, spin=args.spin)
-        res = mess.run(mol, basis=args.basis, xc=args.xc, cart=args.cart, grid_level=args.grid_level,
-                       conv_tol=args.conv_tol, max_cycle=args.max_cycle)
-        grad = None
-        if args.gradient:
-            grad = mess.gradient(mol, basis=args.basis, xc=args.xc, cart=args.cart, grid_level=args.grid_level,
-                                 conv_tol=args.conv_tol, max_cycle=args.max_cycle)
+        mols = _molecules(args)
+        if len(mols) == 1:
+            mol = mols[0][1]
+            if args.gradient:
+                res, _ = mess.energy_and_gradient(mol, args.basis, args.xc, **opts)
+            else:
+                res = mess.run(mol, args.basis, args.xc, **opts)
+            results = [res]
+        else:
+            results = mess.run_batch([m for _, m in mols], args.basis, args.xc, gradient=args.gradient,
+                                     progress=not args.json, **opts)
     except (ValueError, OSError, UnicodeDecodeError) as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else "invalid input")
     wall = time.perf_counter() - t0
-    if args.json:
-        out = {
-            "file": args.file or f"<built-in {EXAMPLE}>",
-            "method": res.method,
-            "basis": args.basis,
-            "xc": args.xc,
-            "energy": float(res.energy),
-            "energy_unit": "Hartree",
-            "converged": bool(res.converged),
-            "iterations": int(res.iterations),
-            "homo": float(res.homo),
-            "lumo": float(res.lumo),
-            "orbital_energy_unit": "Hartree",
-            "dipole": [float(x) for x in np.asarray(res.dipole)],
-            "dipole_unit": "Debye",
-            "mulliken": [float(x) for x in np.asarray(res.mulliken)],
-            "components": {k: float(v) for k, v in res.components.items()},
-            "nao": res.nao,
-            "ngrid": res.ngrid,
-            "wall_time": wall,
-            "wall_time_unit": "s",
-        }
-        if grad is not None:
-            out["gradient"] = np.asarray(grad).tolist()
-            out["gradient_unit"] = "Hartree/Bohr"
-        print(json.dumps(out))
-    else:
+    if args.plot:
+        from mess.plots import scf_convergence
+
+        try:
+            scf_convergence(results, [label for label, _ in mols], args.plot)
+        except (OSError, ValueError) as exc:
+            return _fail(f"cannot write the plot {args.plot}: {str(exc).splitlines()[0]}")
+    for (label, mol), res in zip(mols, results):
+        if args.json:
+            print(json.dumps(_record(label, mol, res, args, wall / len(mols))))
+            continue
+        if len(mols) > 1:
+            print(f"== {label}")
         print(res.summary())
-        if grad is not None:
+        if res.gradient is not None:
             print("  gradient (Hartree/Bohr):")
-            for sym, g in zip(mol.symbols, np.asarray(grad)):
+            for sym, g in zip(mol.symbols, res.gradient):
                 print(f"    {sym:<2s} {g[0]:14.8f} {g[1]:14.8f} {g[2]:14.8f}")
+    if not args.json:
         print(f"  wall time: {wall:.2f} s")
-    return 0 if bool(res.converged) else 1
+    return 0 if all(bool(r.converged) for r in results) else 1
+
+
+def _record(label: str, mol, res, args, wall: float) -> dict:
+    """One JSON object per input: geometry, settings, results, units, version."""
+    import numpy as np
+
+    from mess.structure import BOHR
+
+    out = {
+        "file": label,
+        "mess_version": _version(),
+        "symbols": mol.symbols,
+        "positions": (np.asarray(mol.positions) * BOHR).tolist(),
+        "positions_unit": "Angstrom",
+        "charge": mol.charge,
+        "spin": mol.spin,
+        "method": res.method,
+        "basis": args.basis,
+        "xc": args.xc,
+        "settings": {"cart": args.cart, "grid_level": args.grid_level, "conv_tol": args.conv_tol,
+                     "max_cycle": args.max_cycle},
+        "energy": float(res.energy),
+        "energy_unit": "Hartree",
+        "converged": bool(res.converged),
+        "iterations": int(res.iterations),
+        "homo": float(res.homo),
+        "lumo": float(res.lumo),
+        "gap": float(res.gap),
+        "orbital_energy_unit": "Hartree",
+        "dipole": [float(x) for x in np.asarray(res.dipole)],
+        "dipole_unit": "Debye",
+        "mulliken": [float(x) for x in np.asarray(res.mulliken)],
+        "mulliken_unit": "e",
+        "components": {k: float(v) for k, v in res.components.items()},
+        "nao": res.nao,
+        "ngrid": res.ngrid,
+        "wall_time": wall,
+        "wall_time_unit": "s",
+    }
+    if res.gradient is not None:
+        out["gradient"] = np.asarray(res.gradient).tolist()
+        out["gradient_unit"] = "Hartree/Bohr"
+    return out
+
+
+def optimize_command(args) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    _enable_cache(args)
+    from pathlib import Path
+
+    import mess
+
+    args.cart = False
+    bad = _check_energy_options(args)
+    if bad is None and not args.fmax > 0:
+        bad = f"--fmax must be positive, got {args.fmax}"
+    if bad is None and args.max_steps < 1:
+        bad = f"--max-steps must be at least 1, got {args.max_steps}"
+    if bad:
+        return _fail(bad)
+    stem = "stdin" if args.file == "-" else str(Path(args.file).with_suffix(""))
+    out, traj = args.out or f"{stem}-opt.xyz", args.trajectory or f"{stem}-traj.xyz"
+    try:
+        args.files = [args.file]
+        mols = _molecules(args)
+        if len(mols) != 1:
+            return _fail(f"{args.file} holds {len(mols)} frames; mess optimize takes one molecule")
+        mol = mols[0][1]
+        final, info = mess.optimize(mol, args.basis, args.xc, gtol=2 / 3 * args.fmax * (3 * mol.natom) ** 0.5,
+                                    fmax=args.fmax, max_steps=args.max_steps, verbose=not args.quiet,
+                                    grid_level=args.grid_level, conv_tol=args.conv_tol, max_cycle=args.max_cycle)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        return _fail(str(exc).splitlines()[0] if str(exc) else "invalid input")
+    frames = [mess.Molecule(mol.numbers, x, mol.charge, mol.spin).to_xyz(
+        f"step={k} energy={e:.10f} Hartree charge={mol.charge} spin={mol.spin}")
+        for k, (x, e) in enumerate(zip(info["positions"], info["trajectory"]))]
+    Path(traj).write_text("".join(frames))
+    Path(out).write_text(final.to_xyz(f"energy={info['energy']:.10f} Hartree charge={mol.charge} spin={mol.spin} "
+                                      f"{args.xc}/{args.basis}"))
+    state = "converged" if info["converged"] else "NOT CONVERGED"
+    print(f"{state} in {info['steps']} steps: E = {info['energy']:.10f} Hartree, max |dE/dR| = "
+          f"{info['max_grad']:.2e} Hartree/Bohr; wrote {out} and {traj}")
+    return 0 if info["converged"] else 1
+
+
+def check_command(args) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    _enable_cache(args)
+    from mess.check import compare
+
+    args.max_cycle = 50
+    bad = _check_energy_options(args)
+    if bad:
+        return _fail(bad)
+    try:
+        args.files = [args.file]
+        mols = _molecules(args)
+        if len(mols) != 1:
+            return _fail(f"{args.file} holds {len(mols)} frames; mess check takes one molecule")
+        result = compare(mols[0][1], args.basis, args.xc, args.grid_level, args.conv_tol, not args.no_forces,
+                         args.pyscf_basis, args.pyscf_xc)
+    except (ValueError, OSError, UnicodeDecodeError, KeyError, RuntimeError) as exc:
+        return _fail(str(exc).splitlines()[0] if str(exc) else "invalid input")
+    print(f"{mols[0][0]}: {args.xc}/{args.basis}" + (f", grid level {args.grid_level}" if args.xc != "hf" else ""))
+    print(result.table())
+    return 0 if result.agree else 1
 
 
 def _enable_cache(args) -> None:
@@ -220,6 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "energy":
         return energy_command(args)
+    if args.command == "check":
+        return check_command(args)
+    if args.command == "optimize":
+        return optimize_command(args)
     if args.command == "generate":
         return generate_command(args)
     if args.command == "dataset":

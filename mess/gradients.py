@@ -37,6 +37,7 @@ from mess.engine.engine import Result, default_engine, fixed_orbital_energy, req
 from mess.engine.signature import Method, signature_for
 from mess.engine.stages import eri_part, grid_part, one_electron_part
 from mess.engine.system import build, default_params, stack
+from mess.errors import InputError
 from mess.structure import Molecule
 
 __all__ = ["batch_energy_function", "energy_and_gradient", "energy_function", "gradient"]
@@ -154,7 +155,7 @@ def energy_function(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", c
     def energy_fn(positions: Float[Array, "natom 3"]) -> Float[Array, ""]:
         positions = jnp.asarray(positions)
         if positions.shape != (natom, 3):
-            raise ValueError(f"positions must have shape ({natom}, 3), got {positions.shape}")
+            raise InputError(f"positions must have shape ({natom}, 3), got {positions.shape}")
         return energy(positions)
 
     energy_fn.__doc__ = (f"Converged {xc}/{basis} SCF energy (Hartree) of positions [natom={natom}, 3] "
@@ -191,11 +192,11 @@ def batch_energy_function(molecules: Sequence[Molecule], basis: str = "sto-3g", 
     require_float64()
     molecules = list(molecules)
     if not molecules:
-        raise ValueError("batch_energy_function needs at least one molecule")
+        raise InputError("batch_energy_function needs at least one molecule")
     engine = options.pop("engine", None) or default_engine()
     scf_options, rest = split_options(options)
     if rest.get("init_guess", "minao") != "minao":
-        raise ValueError(f"unknown initial guess {rest['init_guess']!r} (the engine uses 'minao')")
+        raise InputError(f"unknown initial guess {rest['init_guess']!r} (the engine uses 'minao')")
     method = Method(basis, xc, cart, rest.get("grid_level", 3), rest.get("schwarz_threshold", 0.0),
                     jk=rest.get("jk", "auto"))
     restricted = rest.get("restricted")
@@ -240,12 +241,12 @@ def batch_energy_function(molecules: Sequence[Molecule], basis: str = "sto-3g", 
 
     def energies(positions: Sequence[Float[Array, "natom 3"]]) -> Float[Array, " nmol"]:
         if len(positions) != len(natoms):
-            raise ValueError(f"expected positions for {len(natoms)} molecules, got {len(positions)}")
+            raise InputError(f"expected positions for {len(natoms)} molecules, got {len(positions)}")
         rows = []
         for i, (pos, n) in enumerate(zip(positions, natoms)):
             pos = jnp.asarray(pos)
             if pos.shape != (n, 3):
-                raise ValueError(f"positions of molecule {i} must have shape ({n}, 3), got {pos.shape}")
+                raise InputError(f"positions of molecule {i} must have shape ({n}, 3), got {pos.shape}")
             rows.append(jnp.concatenate([pos, jnp.zeros((sig.natom - n, 3), pos.dtype)]))
         return energies_padded(jnp.stack(rows))
 

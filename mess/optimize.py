@@ -65,7 +65,8 @@ def minimize_bfgs(fun: Callable, x0: np.ndarray, gtol: float = 3e-4, fmax: float
     condition; the BFGS update is skipped when the curvature ``y.s`` is not positive.
 
     Returns ``(x, info)``; info holds ``converged``, ``steps``, ``energy``,
-    ``grad_norm``, ``max_grad``, ``n_evals`` and ``trajectory`` (energies).
+    ``grad_norm``, ``max_grad``, ``n_evals``, ``trajectory`` (energies, Hartree) and
+    ``positions`` (``[steps + 1, natom, 3]``, Bohr, one per accepted step).
     """
     x = np.asarray(x0, dtype=np.float64).copy()
     shape = x.shape
@@ -75,6 +76,7 @@ def minimize_bfgs(fun: Callable, x0: np.ndarray, gtol: float = 3e-4, fmax: float
     hinv = np.eye(n) / hess0
     n_evals = 1
     traj = [e]
+    path = [x.copy()]
     de = np.inf
     converged = False
     t0 = time.time()
@@ -118,6 +120,7 @@ def minimize_bfgs(fun: Callable, x0: np.ndarray, gtol: float = 3e-4, fmax: float
         de = e_new - e
         x, e, g = x_new, e_new, g_new
         traj.append(e)
+        path.append(x.copy())
         report(step, e, g, de)
     else:
         gnorm = np.linalg.norm(g)
@@ -125,7 +128,7 @@ def minimize_bfgs(fun: Callable, x0: np.ndarray, gtol: float = 3e-4, fmax: float
         step = max_steps
     info = {"converged": bool(converged), "steps": step, "energy": e, "grad_norm": float(np.linalg.norm(g)),
             "max_grad": float(np.abs(g).max()), "gradient": g.reshape(shape), "n_evals": n_evals,
-            "trajectory": np.asarray(traj)}
+            "trajectory": np.asarray(traj), "positions": np.asarray(path)}
     return x, info
 
 

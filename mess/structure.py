@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from mess.errors import InputError
+
 #: Bohr radius in Angstrom (CODATA 2010, the value PySCF uses).
 BOHR = 0.52917721092
 #: Smallest interatomic distance accepted, Angstrom.
@@ -39,7 +41,7 @@ def atomic_number(symbol: str) -> int:
         if 0 < z < len(ELEMENTS):
             return z
     if s not in _SYMBOL_TO_Z:
-        raise ValueError(f"unknown element symbol {symbol!r}")
+        raise InputError(f"unknown element symbol {symbol!r}")
     return _SYMBOL_TO_Z[s]
 
 
@@ -109,12 +111,56 @@ class Molecule(eqx.Module):
         return cls.from_arrays(numbers, np.asarray(coords) / BOHR, charge=charge, spin=spin)
 
     @classmethod
+    def from_xyz_frames(cls, path_or_text: str | os.PathLike, charge: int | None = None,
+                        spin: int | None = None) -> list[Molecule]:
+        """Every frame of a (multi-frame) xyz file or text, Angstrom there, Bohr here;
+        charge and spin as :meth:`from_xyz`, per frame."""
+        out = []
+        for numbers, coords, comment in parse_xyz_frames(_read_text(path_or_text)):
+            tokens = _comment_tokens(comment)
+            out.append(cls.from_arrays(numbers, np.asarray(coords) / BOHR,
+                                       charge=tokens.get("charge", 0) if charge is None else charge,
+                                       spin=tokens.get("spin") if spin is None else spin))
+        return out
+
+    @classmethod
     def from_pyscf(cls, mole) -> Molecule:
         """Build from a ``pyscf.gto.Mole`` (positions taken in Bohr)."""
         return cls.from_arrays(
             [int(z) for z in mole.atom_charges()], mole.atom_coords(unit="Bohr"),
             charge=int(mole.charge), spin=int(mole.spin),
         )
+
+    @classmethod
+    def from_rdkit(cls, mol, conf_id: int = -1) -> Molecule:
+        """Build from an ``rdkit.Chem.Mol`` with a conformer (Angstrom there); charge
+        and spin from its formal charges and radical electrons
+        (:func:`mess.interop.rdkit.from_rdkit`)."""
+        from mess.interop.rdkit import from_rdkit
+
+        return from_rdkit(mol, conf_id)
+
+    @classmethod
+    def from_smiles(cls, smiles: str, seed: int = 43, mmff: bool = False) -> Molecule:
+        """One ETKDGv3 conformer of ``smiles`` with explicit hydrogens, the generator's
+        embedding for ``seed`` (:func:`mess.interop.rdkit.from_smiles`)."""
+        from mess.interop.rdkit import from_smiles
+
+        return from_smiles(smiles, seed, mmff)
+
+    @classmethod
+    def from_ase(cls, atoms, charge: int | None = None, spin: int | None = None) -> Molecule:
+        """Build from an ``ase.Atoms`` (Angstrom there); charge and spin from the
+        arguments or ``atoms.info`` (:func:`mess.interop.ase.from_ase`)."""
+        from mess.interop.ase import from_ase
+
+        return from_ase(atoms, charge, spin)
+
+    def to_ase(self):
+        """An ``ase.Atoms`` (Angstrom) with ``info["charge"]`` and ``info["spin"]``."""
+        from mess.interop.ase import to_ase
+
+        return to_ase(self)
 
     def to_pyscf(self, basis: str = "sto-3g", cart: bool = False, **kwargs):
         """A built ``pyscf.gto.Mole`` with the same atoms (Bohr), charge and spin."""
@@ -145,6 +191,20 @@ class Molecule(eqx.Module):
         return "\n".join(lines) + "\n"
 
 
+def require_molecule(x, where: str = "") -> None:
+    """Raise ``InputError`` naming what ``x`` is (and how to convert it) unless it is a
+    :class:`Molecule`."""
+    if isinstance(x, Molecule):
+        return
+    kind = type(x).__module__.split(".")[0] + "." + type(x).__name__
+    hints = {"ase.Atoms": "mess.Molecule.from_ase(atoms)", "rdkit.Mol": "mess.Molecule.from_rdkit(mol)",
+             "pyscf.Mole": "mess.Molecule.from_pyscf(mol)", "builtins.str": "mess.Molecule.from_xyz(path) or "
+             "mess.Molecule.from_smiles(smiles)", "builtins.list": "mess.run_batch for several molecules",
+             "builtins.tuple": "mess.run_batch for several molecules"}
+    hint = hints.get(kind)
+    raise InputError(f"{where}expected a mess.Molecule, got {type(x).__name__}" + (f" (use {hint})" if hint else ""))
+
+
 def _is_traced(x) -> bool:
     import jax.core
 
@@ -154,32 +214,32 @@ def _is_traced(x) -> bool:
 def validate(numbers, positions, charge: int, spin: int, check_geometry: bool = True) -> None:
     """Raise ``ValueError`` naming the first problem with a molecule's definition."""
     if len(numbers) == 0:
-        raise ValueError("molecule has no atoms")
+        raise InputError("molecule has no atoms")
     for z in numbers:
         if not (0 < int(z) < len(ELEMENTS)):
-            raise ValueError(f"unknown atomic number {z}")
+            raise InputError(f"unknown atomic number {z}")
     if len(positions.shape) != 2 or tuple(positions.shape) != (len(numbers), 3):
-        raise ValueError(f"positions must have shape ({len(numbers)}, 3), got {positions.shape}")
+        raise InputError(f"positions must have shape ({len(numbers)}, 3), got {positions.shape}")
     if spin < 0:
-        raise ValueError(f"spin (number of unpaired electrons) must be >= 0, got {spin}")
+        raise InputError(f"spin (number of unpaired electrons) must be >= 0, got {spin}")
     nelectron = int(sum(numbers)) - charge
     if nelectron < 0:
-        raise ValueError(f"charge {charge} leaves a negative number of electrons ({nelectron})")
+        raise InputError(f"charge {charge} leaves a negative number of electrons ({nelectron})")
     if (nelectron - spin) % 2 != 0 or spin > nelectron:
-        raise ValueError(
+        raise InputError(
             f"electron count {nelectron} (charge {charge}) is incompatible with spin {spin}: "
             "N_electrons - spin must be even and non-negative")
     if not check_geometry:
         return
     positions = np.asarray(positions, dtype=np.float64)
     if not np.all(np.isfinite(positions)):
-        raise ValueError("non-finite coordinate (nan or inf) in positions")
+        raise InputError("non-finite coordinate (nan or inf) in positions")
     if len(numbers) > 1:
         d = np.linalg.norm(positions[:, None, :] - positions[None, :, :], axis=-1)
         d[np.diag_indices(len(numbers))] = np.inf
         i, j = np.unravel_index(np.argmin(d), d.shape)
         if d[i, j] * BOHR < MIN_DISTANCE_ANGSTROM:
-            raise ValueError(
+            raise InputError(
                 f"atoms {min(i, j) + 1} and {max(i, j) + 1} are {d[i, j] * BOHR:.3g} Angstrom apart "
                 f"(closer than {MIN_DISTANCE_ANGSTROM} Angstrom)")
 
@@ -189,11 +249,11 @@ def _read_text(path_or_text) -> str:
         return Path(path_or_text).read_text()
     s = str(path_or_text)
     if not s.strip():
-        raise ValueError("empty xyz input")
+        raise InputError("empty xyz input")
     if "\n" not in s:
         p = Path(s)
         if not p.exists():
-            raise ValueError(f"xyz file not found: {s}")
+            raise InputError(f"xyz file not found: {s}")
         return p.read_text()
     return s
 
@@ -202,31 +262,73 @@ def parse_xyz(text: str) -> tuple[list[int], list[list[float]], str]:
     """Parse xyz text into (atomic numbers, coordinates in Angstrom, comment line)."""
     lines = text.strip("\n").splitlines()
     if not lines or not lines[0].strip():
-        raise ValueError("empty xyz input")
+        raise InputError("empty xyz input")
     try:
         natom = int(lines[0].split()[0])
     except ValueError:
-        raise ValueError(f"first xyz line must be the atom count, got {lines[0]!r}") from None
+        raise InputError(f"first xyz line must be the atom count, got {lines[0]!r}") from None
     if natom <= 0:
-        raise ValueError(f"atom count must be positive, got {natom}")
+        raise InputError(f"atom count must be positive, got {natom}")
     comment = lines[1] if len(lines) > 1 else ""
     body = [ln for ln in lines[2:] if ln.strip()]
     if len(body) != natom:
-        raise ValueError(f"atom count mismatch: header says {natom}, found {len(body)} atom lines")
+        frames = _count_frames(lines)
+        if frames > 1:
+            raise InputError(f"the xyz input holds {frames} frames; read them with Molecule.from_xyz_frames "
+                             "(mess energy takes multi-frame files)")
+        raise InputError(f"atom count mismatch: header says {natom}, found {len(body)} atom lines")
     numbers, coords = [], []
     for k, ln in enumerate(body, start=3):
         parts = ln.split()
         if len(parts) < 4:
-            raise ValueError(f"malformed xyz line {k}: {ln.strip()!r} (expected: symbol x y z)")
+            raise InputError(f"malformed xyz line {k}: {ln.strip()!r} (expected: symbol x y z)")
         numbers.append(atomic_number(parts[0]))
         try:
             xyz = [float(v) for v in parts[1:4]]
         except ValueError:
-            raise ValueError(f"malformed xyz line {k}: {ln.strip()!r} (coordinates must be numbers)") from None
+            raise InputError(f"malformed xyz line {k}: {ln.strip()!r} (coordinates must be numbers)") from None
         if not all(math.isfinite(v) for v in xyz):
-            raise ValueError(f"non-finite coordinate on xyz line {k}: {ln.strip()!r}")
+            raise InputError(f"non-finite coordinate on xyz line {k}: {ln.strip()!r}")
         coords.append(xyz)
     return numbers, coords, comment
+
+
+def _count_frames(lines: list[str]) -> int:
+    """Number of well-formed frames ``lines`` splits into (0 if it does not)."""
+    try:
+        return len(parse_xyz_frames("\n".join(lines)))
+    except InputError:
+        return 0
+
+
+def parse_xyz_frames(text: str) -> list[tuple[list[int], list[list[float]], str]]:
+    """Parse xyz text holding one or more frames (each: atom count, comment, atom
+    lines) into a list of :func:`parse_xyz` tuples (Angstrom)."""
+    lines = text.strip("\n").splitlines()
+    frames, i = [], 0
+    while i < len(lines):
+        if not lines[i].strip():
+            i += 1
+            continue
+        head = lines[i].split()
+        try:
+            natom = int(head[0])
+        except ValueError:
+            where = f"line {i + 1}" + (f" (frame {len(frames) + 1})" if frames else "")
+            raise InputError(f"xyz {where} must be an atom count, got {lines[i]!r}") from None
+        block = lines[i:i + natom + 2]
+        if len(block) < natom + 2:
+            raise InputError(f"xyz frame {len(frames) + 1}: header says {natom} atoms, found {max(len(block) - 2, 0)} "
+                             "atom lines")
+        try:
+            frames.append(parse_xyz("\n".join(block)))
+        except InputError as exc:
+            more = frames or any(ln.strip() for ln in lines[i + natom + 2:])
+            raise (InputError(f"xyz frame {len(frames) + 1}: {exc}") if more else exc) from None
+        i += natom + 2
+    if not frames:
+        raise InputError("empty xyz input")
+    return frames
 
 
 def _comment_tokens(comment: str) -> dict[str, int]:
@@ -239,5 +341,5 @@ def _comment_tokens(comment: str) -> dict[str, int]:
                 try:
                     out[key] = int(val)
                 except ValueError:
-                    raise ValueError(f"comment line token {tok!r}: {key} must be an integer") from None
+                    raise InputError(f"comment line token {tok!r}: {key} must be an integer") from None
     return out

@@ -30,6 +30,7 @@ from mess.engine.calculation import Calculation, SCFParams
 from mess.engine.functional import FunctionalVeff
 from mess.engine.stages import guess_part, hamiltonian
 from mess.engine.functional import energy as energy_functional
+from mess.errors import InputError
 from mess.properties import AU2DEBYE, dipole_au
 from mess.scf.diis import commutator_error, diis_init, diis_update
 from mess.scf.eig import eig, orthogonalizer
@@ -85,11 +86,11 @@ def unrolled_scf_function(molecule: Molecule, basis: str = "sto-3g", xc: str = "
         ``params``' geometry).
     """
     if not isinstance(cycles, int) or isinstance(cycles, bool) or cycles < 1:
-        raise ValueError(f"cycles must be a positive integer, got {cycles!r}")
+        raise InputError(f"cycles must be a positive integer, got {cycles!r}")
     if not isinstance(diis, bool):
-        raise ValueError(f"diis must be True or False, got {diis!r}")
+        raise InputError(f"diis must be True or False, got {diis!r}")
     if not 0.0 <= float(damping) < 1.0:
-        raise ValueError(f"damping must lie in [0, 1), got {damping!r}")
+        raise InputError(f"damping must lie in [0, 1), got {damping!r}")
     engine = options.pop("engine", None)
     calc = Calculation(molecule, basis, xc, cart, options, engine, any_geometry=True)
     core = calc.program("unrolled", _unrolled, calc.scf_options, int(cycles), diis, float(damping))

@@ -71,6 +71,7 @@ def test_hf_gradient_vs_pyscf(water):
     _check_gradient(water, "6-31g", "hf")
 
 
+@pytest.mark.slow  # ~150 s of compiling the direct autodiff; the PySCF gradient checks cover the staged path
 def test_staged_gradient_equals_direct_autodiff(water):
     """The engine's gradient pulls the energy's derivative back through each integral
     stage's own program (one-electron part, each ERI class, grid); the result equals

@@ -32,6 +32,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from mess.basis.shells import BasisShape, ShellGroup, cart_to_sph, cartesian_powers, shell_data
+from mess.errors import InputError
 
 
 def _group_values(l: int, cart: bool, deriv: int, exps: Array, coefs: Array, centres: Array,
@@ -76,7 +77,7 @@ def ao_values_block(shape: BasisShape, groups: tuple[ShellGroup, ...], positions
     The building block of :func:`ao_values`; use it inside your own loop over blocks.
     """
     if deriv not in (0, 1):
-        raise ValueError(f"deriv must be 0 or 1, got {deriv}")
+        raise InputError(f"deriv must be 0 or 1, got {deriv}")
     data = shell_data(shape, groups, positions)
     parts = [_group_values(g.l, shape.cart, deriv, e, c, x, coords) for g, (e, c, x) in zip(shape.groups, data)]
     return jnp.concatenate(parts, axis=-1)
@@ -110,7 +111,7 @@ def ao_values(shape: BasisShape, groups: tuple[ShellGroup, ...], positions: Floa
     output plus O(block_size * nprim) per block (also in the backward pass).
     """
     if deriv not in (0, 1):
-        raise ValueError(f"deriv must be 0 or 1, got {deriv}")
+        raise InputError(f"deriv must be 0 or 1, got {deriv}")
     coords = jnp.asarray(coords)
     positions = jnp.asarray(positions)
     size = int(block_size or default_ao_block_size(shape))

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from mess.errors import InputError
 from mess.structure import ELEMENTS
 
 #: Highest angular momentum supported by the integral code.
@@ -145,7 +146,7 @@ class ElementShells:
 def check_basis_name(name) -> None:
     """Raise ``ValueError`` unless ``name`` is a non-empty string."""
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"basis name must be a non-empty string, got {name!r}")
+        raise InputError(f"basis name must be a non-empty string, got {name!r}")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -159,7 +160,7 @@ def element_shells(name: str, z: int, cart: bool = False) -> ElementShells:
 
     check_basis_name(name)
     if not 0 < int(z) < len(ELEMENTS):
-        raise ValueError(f"element Z={z} is not supported (mess knows H to {ELEMENTS[-1]})")
+        raise InputError(f"element Z={z} is not supported (mess knows H to {ELEMENTS[-1]})")
     symbol = ELEMENTS[z]
     try:
         with warnings.catch_warnings():
@@ -168,10 +169,10 @@ def element_shells(name: str, z: int, cart: bool = False) -> ElementShells:
     except Exception as exc:  # PySCF raises several types for unknown names
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "not found for" in msg:
-            raise ValueError(f"basis set {name!r} lacks element {symbol}") from None
-        raise ValueError(f"unknown basis set {name!r} ({msg})") from None
+            raise InputError(f"basis set {name!r} lacks element {symbol}") from None
+        raise InputError(f"unknown basis set {name!r} ({msg})") from None
     if not data:
-        raise ValueError(f"basis set {name!r} lacks element {symbol}")
+        raise InputError(f"basis set {name!r} lacks element {symbol}")
     mol = gto.Mole()
     mol.atom = [(symbol, (0.0, 0.0, 0.0))]
     mol.basis = {symbol: data}
@@ -189,7 +190,7 @@ def shells_of_mole(mol, name: str = "") -> ElementShells:
     for ib in range(mol.nbas):
         l = int(mol.bas_angular(ib))
         if l > L_MAX:
-            raise ValueError(f"basis {name!r} has angular momentum {l} > {L_MAX}, not supported")
+            raise InputError(f"basis {name!r} has angular momentum {l} > {L_MAX}, not supported")
         e = np.asarray(mol.bas_exp(ib), dtype=np.float64)
         c = np.asarray(mol.bas_ctr_coeff(ib), dtype=np.float64)  # [nprim, nctr]
         for ic in range(c.shape[1]):
@@ -332,14 +333,14 @@ class BasisLayout:
 
     def check_fits(self, shape: BasisShape) -> None:
         if shape.cart != self.cart:
-            raise ValueError("basis shape and layout disagree on Cartesian/spherical AOs")
+            raise InputError("basis shape and layout disagree on Cartesian/spherical AOs")
         for l, (n, k) in self.counts().items():
             try:
                 g = shape.group(l)
             except KeyError:
-                raise ValueError(f"basis shape has no group for l = {l}") from None
+                raise InputError(f"basis shape has no group for l = {l}") from None
             if g.nshell < n or g.nprim < k:
-                raise ValueError(f"basis shape group l = {l} ({g.nshell} shells, {g.nprim} primitives) "
+                raise InputError(f"basis shape group l = {l} ({g.nshell} shells, {g.nprim} primitives) "
                                  f"is too small for {n} shells of up to {k} primitives")
 
     def groups(self, shape: BasisShape) -> tuple[ShellGroup, ...]:

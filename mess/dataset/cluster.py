@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import os
 
+from mess.errors import InputError
+
 
 def check_options(workers: int | None, gpus_per_worker: float) -> None:
     """Raise ``ValueError`` (one line) for Ray options that cannot work, or no Ray."""
     if workers is not None and workers < 1:
-        raise ValueError(f"--ray-workers must be at least 1, got {workers}")
+        raise InputError(f"--ray-workers must be at least 1, got {workers}")
     if gpus_per_worker < 0:
-        raise ValueError(f"--ray-gpus-per-worker must be >= 0, got {gpus_per_worker}")
+        raise InputError(f"--ray-gpus-per-worker must be >= 0, got {gpus_per_worker}")
     try:
         import ray  # noqa: F401
     except ImportError:
-        raise ValueError("--ray needs Ray: pip install 'mess[ray]'") from None
+        raise InputError("--ray needs Ray: pip install 'mess[ray]'") from None
 
 
 class ShardWorker:
@@ -78,7 +80,7 @@ class RayRunner:
             try:
                 ray.init(address=address, **kwargs)
             except ConnectionError as exc:
-                raise ValueError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
+                raise InputError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
             self.started = True
         resources = ray.cluster_resources()
         if workers is None:

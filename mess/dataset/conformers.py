@@ -14,7 +14,9 @@ import hashlib
 
 import numpy as np
 
-from mess.structure import BOHR, Molecule
+from mess.errors import InputError
+from mess.interop.rdkit import charge_and_spin, conformer_positions
+from mess.structure import Molecule
 
 
 def conformer_seed(seed: int, mol_id: str, same_seed: bool = False) -> int:
@@ -53,10 +55,9 @@ def embed_arrays(smiles: str, n_conformers: int = 1, seed: int = 43, max_attempt
     finally:
         RDLogger.EnableLog("rdApp.*")
     if mol is None:
-        raise ValueError(f"cannot parse SMILES {smiles!r}")
+        raise InputError(f"cannot parse SMILES {smiles!r}")
     mol = Chem.AddHs(mol)
-    charge = Chem.GetFormalCharge(mol)
-    spin = sum(a.GetNumRadicalElectrons() for a in mol.GetAtoms())
+    charge, spin = charge_and_spin(mol)
     params = AllChem.ETKDGv3()
     params.randomSeed = int(seed)
     if prune_rms > 0:
@@ -69,11 +70,11 @@ def embed_arrays(smiles: str, n_conformers: int = 1, seed: int = 43, max_attempt
         ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=int(n_conformers), params=params))
         attempt += 1
     if not ids:
-        raise ValueError(f"RDKit could not embed {smiles!r}")
+        raise InputError(f"RDKit could not embed {smiles!r}")
     if mmff:
         if not AllChem.MMFFHasAllMoleculeParams(mol):
-            raise ValueError(f"MMFF94 has no parameters for {smiles!r}")
+            raise InputError(f"MMFF94 has no parameters for {smiles!r}")
         AllChem.MMFFOptimizeMoleculeConfs(mol, maxIters=2000)
     numbers = [a.GetAtomicNum() for a in mol.GetAtoms()]
-    positions = [np.asarray(mol.GetConformer(cid).GetPositions(), dtype=np.float64) / BOHR for cid in ids]
+    positions = [conformer_positions(mol, cid) for cid in ids]
     return numbers, positions, int(charge), int(spin)

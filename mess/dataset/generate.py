@@ -33,6 +33,7 @@ from mess.dataset.conformers import conformer_seed, embed_arrays
 from mess.dataset.sources import BUILTIN, Entry, load_source, source_digest
 from mess.dataset.store import Store
 from mess.dataset.validate import differences, merge, pick, pyscf_reference
+from mess.errors import InputError
 
 QM1B_PRESET = {"basis": "sto-3g", "xc": "b3lyp5", "grid_level": 0, "fixed_cycles": 20, "seed": 43,
                "same_seed": True}
@@ -92,21 +93,21 @@ def check_settings(s: Settings) -> None:
     from mess.engine.signature import functional_of
 
     if s.conformers < 1:
-        raise ValueError(f"--conformers must be at least 1, got {s.conformers}")
+        raise InputError(f"--conformers must be at least 1, got {s.conformers}")
     if s.shard_size < 1:
-        raise ValueError(f"shard size must be at least 1, got {s.shard_size}")
+        raise InputError(f"shard size must be at least 1, got {s.shard_size}")
     if s.limit is not None and s.limit < 1:
-        raise ValueError(f"--limit must be at least 1, got {s.limit}")
+        raise InputError(f"--limit must be at least 1, got {s.limit}")
     if s.fixed_cycles is not None and s.fixed_cycles < 5:
-        raise ValueError(f"--fixed-cycles must be at least 5 (the std of the last five energies), got {s.fixed_cycles}")
+        raise InputError(f"--fixed-cycles must be at least 5 (the std of the last five energies), got {s.fixed_cycles}")
     if not 0 <= s.grid_level <= 9:
-        raise ValueError(f"--grid-level must be 0-9, got {s.grid_level}")
+        raise InputError(f"--grid-level must be 0-9, got {s.grid_level}")
     if not s.conv_tol > 0:
-        raise ValueError(f"--conv-tol must be positive, got {s.conv_tol}")
+        raise InputError(f"--conv-tol must be positive, got {s.conv_tol}")
     if s.schema not in SCHEMAS:
-        raise ValueError(f"unknown schema {s.schema!r} (use one of {', '.join(SCHEMAS)})")
+        raise InputError(f"unknown schema {s.schema!r} (use one of {', '.join(SCHEMAS)})")
     if s.prune_rms < 0:
-        raise ValueError(f"--prune-rms must be >= 0, got {s.prune_rms}")
+        raise InputError(f"--prune-rms must be >= 0, got {s.prune_rms}")
     functional_of(s.xc)
     from mess.basis.shells import element_shells
 
@@ -233,13 +234,13 @@ def generate(settings: Settings, out: str, batch_size: int | None = None, progre
     import mess
 
     if not 0.0 <= validate_fraction <= 1.0:
-        raise ValueError(f"--validate-fraction must be between 0 and 1, got {validate_fraction}")
+        raise InputError(f"--validate-fraction must be between 0 and 1, got {validate_fraction}")
     use_ray = bool(ray or ray_address)
     if use_ray:
         from mess.dataset.cluster import check_options
 
         if engine is not None:
-            raise ValueError("an engine cannot be shared with Ray workers (each worker owns its own)")
+            raise InputError("an engine cannot be shared with Ray workers (each worker owns its own)")
         check_options(ray_workers, ray_gpus_per_worker)
     entries = load_source(settings.source) if entries is None else entries
     if settings.limit is not None:

@@ -16,16 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
+from mess.errors import InputError
 from mess.structure import BOHR
 
 
 def shard_files(path) -> list[str]:
     root = Path(path)
     if not root.is_dir():
-        raise ValueError(f"not a dataset directory: {path}")
+        raise InputError(f"not a dataset directory: {path}")
     files = sorted(str(p) for p in root.glob("shard-*.parquet"))
     if not files:
-        raise ValueError(f"no shards in {path}")
+        raise InputError(f"no shards in {path}")
     return files
 
 
@@ -40,7 +41,7 @@ def batches(path, batch_size: int, shuffle: bool = False, seed: int = 0, targets
             max_atoms: int | None = None, drop_last: bool = False):
     """Padded NumPy batches of ``batch_size`` conformers (see the module docstring)."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
     table = open(path).to_table()
     qm1b = "z" in table.column_names
     zcol, pcol = ("z", "pos") if qm1b else ("atomic_numbers", "positions")
@@ -48,7 +49,7 @@ def batches(path, batch_size: int, shuffle: bool = False, seed: int = 0, targets
         targets = ("energy", "y") if qm1b else ("energy", "gap")
     missing = [t for t in targets if t not in table.column_names]
     if missing:
-        raise ValueError(f"dataset has no column {missing[0]!r} (columns: {', '.join(table.column_names)})")
+        raise InputError(f"dataset has no column {missing[0]!r} (columns: {', '.join(table.column_names)})")
     zs = table.column(zcol).to_pylist()
     pos = table.column(pcol).to_pylist()
     scale = 1.0 if qm1b else 1.0 / BOHR  # QM1B stores Bohr, the native schema Angstrom
@@ -63,7 +64,7 @@ def batches(path, batch_size: int, shuffle: bool = False, seed: int = 0, targets
         natom = max(len(zs[i]) for i in idx)
         a = natom if max_atoms is None else max_atoms
         if natom > a:
-            raise ValueError(f"a conformer has {natom} atoms, more than max_atoms={a}")
+            raise InputError(f"a conformer has {natom} atoms, more than max_atoms={a}")
         z = np.zeros((len(idx), a), np.int32)
         r = np.zeros((len(idx), a, 3))
         for b, i in enumerate(idx):

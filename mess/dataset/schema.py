@@ -20,6 +20,7 @@ import json
 
 import numpy as np
 
+from mess.errors import InputError
 from mess.structure import BOHR, ELEMENTS
 
 #: Hartree in eV (CODATA 2018, as PySCF's ``HARTREE2EV``).
@@ -56,7 +57,7 @@ def arrow_schema(schema: str, forces: bool, method: dict):
                   ("std", pa.float64()), ("y", pa.float64()), ("pos", pa.list_(pa.float64()))]
         units = QM1B_UNITS
     else:
-        raise ValueError(f"unknown schema {schema!r} (use one of {', '.join(SCHEMAS)})")
+        raise InputError(f"unknown schema {schema!r} (use one of {', '.join(SCHEMAS)})")
     out = [pa.field(n, t, metadata={"unit": units[n]} if units[n] else None) for n, t in fields]
     meta = {"units": json.dumps({n: units[n] for n, _ in fields if units[n]}), "mess.method": json.dumps(method),
             "mess.schema": schema}

@@ -22,6 +22,8 @@ import hashlib
 import io
 import os
 
+from mess.errors import InputError
+
 #: Name of the built-in source (RDKit's bundled NCI set, 9-11 heavy atoms, C N O F).
 BUILTIN = "nci-9-11"
 #: Largest source file read (bytes); a bigger file is almost surely not a SMILES list.
@@ -55,21 +57,21 @@ def load_source(source: str | None = None) -> list[Entry]:
     if source is None or source == BUILTIN:
         return [Entry(i, s, k) for k, (i, s) in enumerate(builtin_smiles(), start=1)]
     if not os.path.exists(source):
-        raise ValueError(f"source not found: {source} (a SMILES file, or the built-in set {BUILTIN!r})")
+        raise InputError(f"source not found: {source} (a SMILES file, or the built-in set {BUILTIN!r})")
     if os.path.isdir(source):
-        raise ValueError(f"source is a directory, not a SMILES file: {source}")
+        raise InputError(f"source is a directory, not a SMILES file: {source}")
     size = os.path.getsize(source)
     if size > MAX_SOURCE_BYTES:
-        raise ValueError(f"source file is {size / 2**30:.1f} GiB, larger than the 1 GiB a SMILES list may be: "
+        raise InputError(f"source file is {size / 2**30:.1f} GiB, larger than the 1 GiB a SMILES list may be: "
                          f"{source}")
     with open(source, "rb") as f:
         raw = f.read()
     if b"\0" in raw:
-        raise ValueError(f"source is a binary file, not a SMILES list: {source}")
+        raise InputError(f"source is a binary file, not a SMILES list: {source}")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ValueError(f"source is not UTF-8 text: {source}") from None
+        raise InputError(f"source is not UTF-8 text: {source}") from None
     if source.lower().endswith(".csv"):
         return _mark_duplicates(_read_csv(text, source))
     return _mark_duplicates(_read_smi(text))
@@ -107,7 +109,7 @@ def _read_csv(text: str, source: str) -> list[Entry]:
         id_col = next((header.index(n) for n in ("mol_id", "id", "name") if n in header), None)
         body = rows[1:]
     elif any(h in ("id", "mol_id", "name") for h in header):
-        raise ValueError(f"CSV source has no 'smiles' column (columns: {', '.join(rows[0][1])}): {source}")
+        raise InputError(f"CSV source has no 'smiles' column (columns: {', '.join(rows[0][1])}): {source}")
     else:  # no header: SMILES first, optional id second
         col, id_col, body = 0, (1 if len(rows[0][1]) > 1 else None), rows
     out = []

@@ -28,6 +28,8 @@ import os
 import pickle
 from pathlib import Path
 
+from mess.errors import InputError
+
 MANIFEST = "manifest.json"
 
 
@@ -58,7 +60,7 @@ class Store:
         resuming. Raises ``ValueError`` naming the first differing setting (keys in
         ``informational`` are recorded but not compared)."""
         if self.root.exists() and not self.root.is_dir():
-            raise ValueError(f"output path exists and is not a directory: {self.root}")
+            raise InputError(f"output path exists and is not a directory: {self.root}")
         self.root.mkdir(parents=True, exist_ok=True)
         for stray in self.root.glob("*.tmp"):
             stray.unlink()
@@ -67,14 +69,14 @@ class Store:
             try:
                 old = json.loads(path.read_text())["settings"]
             except (ValueError, KeyError, OSError):
-                raise ValueError(f"{path} is not a mess dataset manifest; use a new --out") from None
+                raise InputError(f"{path} is not a mess dataset manifest; use a new --out") from None
             for key in sorted((set(old) | set(settings)) - set(informational)):
                 if old.get(key) != settings.get(key):
-                    raise ValueError(f"cannot resume {self.root}: setting {key!r} was {old.get(key)!r}, now "
+                    raise InputError(f"cannot resume {self.root}: setting {key!r} was {old.get(key)!r}, now "
                                      f"{settings.get(key)!r} (use the original settings or a new --out)")
             return True
         if any(self.root.glob("shard-*.parquet")):
-            raise ValueError(f"{self.root} holds shards but no manifest; use a new --out")
+            raise InputError(f"{self.root} holds shards but no manifest; use a new --out")
         self.write_manifest(settings, {})
         return False
 

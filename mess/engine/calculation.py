@@ -31,9 +31,10 @@ from mess.engine import stages
 from mess.engine.engine import Engine, Result, _result, default_engine, require_float64, split_options
 from mess.engine.signature import Method, prepare
 from mess.engine.system import Params, build, default_params, take
+from mess.errors import InputError
 from mess.integrals.two_electron import SCHWARZ_THRESHOLD
 from mess.scf.kernel import diis_phase, fallback_phase, finalize, initial_state
-from mess.structure import Molecule
+from mess.structure import Molecule, require_molecule
 
 
 class SCFParams(eqx.Module):
@@ -74,13 +75,12 @@ class Calculation:
     def __init__(self, molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", cart: bool = False,
                  options: dict | None = None, engine: Engine | None = None, any_geometry: bool = False):
         require_float64()
-        if not isinstance(molecule, Molecule):
-            raise ValueError(f"expected a mess.Molecule, got {type(molecule).__name__}")
+        require_molecule(molecule)
         options = dict(options or {})
         self.scf_options, rest = split_options(options)
         self.init_guess = rest.get("init_guess", "minao")
         if self.init_guess not in ("minao", "core", "hcore", "1e"):
-            raise ValueError(f"unknown initial guess {self.init_guess!r} (use 'minao' or 'core')")
+            raise InputError(f"unknown initial guess {self.init_guess!r} (use 'minao' or 'core')")
         threshold = rest.get("schwarz_threshold", 0.0 if any_geometry else SCHWARZ_THRESHOLD)
         self.method = Method(basis, xc, cart, rest.get("grid_level", 3), threshold, jk=rest.get("jk", "auto"))
         self.engine = engine or default_engine()

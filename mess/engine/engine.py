@@ -39,11 +39,12 @@ from mess.engine.functional import energy as energy_functional
 from mess.engine.planner import COMPILE_WORK, Plan, batch_size_for, plan_buckets
 from mess.engine.signature import Method, Prepared, Signature, prepare
 from mess.engine.system import Params, build, default_params, stack, take
+from mess.errors import InputError
 from mess.integrals.two_electron import divisor_chunk
 from mess.scf.eig import reorthonormalise
 from mess.scf.occupation import make_rdm1
 from mess.scf.options import SCFOptions
-from mess.structure import Molecule
+from mess.structure import Molecule, require_molecule
 
 #: Fraction of the kernel's memory-map limit above which an engine drops its least
 #: recently used programs (down to half of it).
@@ -84,12 +85,15 @@ class Result(eqx.Module):
         mulliken: Mulliken atomic charges ``[natom]``.
         components: ``e_nuc``, ``e_one``, ``coulomb``, ``exchange`` (and ``xc`` for DFT).
         energy_history: total energy of the initial density and after each cycle
-            (nan-padded).
+            (nan-padded), Hartree; grad_history: the orbital-gradient norm after
+            each cycle (nan for the initial density and padding), Hartree.
         energy_std_last5: with ``fixed_cycles``: standard deviation (population) of the
             last five energies, Hartree; else None.
         gradient: ``[natom, 3]`` dE/dR in Hartree/Bohr when requested, else None.
         nao: number of atomic orbitals; ngrid: number of grid points (0 for HF).
         method: e.g. ``"RHF"``, ``"UKS"``; basis, xc: as requested.
+        molecule: the molecule computed (positions in Bohr); cart, grid_level: the
+            rest of the method (for :meth:`to_pyscf`).
     """
 
     energy: np.ndarray
@@ -105,6 +109,7 @@ class Result(eqx.Module):
     mulliken: np.ndarray
     components: dict
     energy_history: np.ndarray
+    grad_history: np.ndarray
     energy_std_last5: np.ndarray | None
     gradient: np.ndarray | None
     nao: int = eqx.field(static=True)
@@ -112,10 +117,49 @@ class Result(eqx.Module):
     method: str = eqx.field(static=True)
     basis: str = eqx.field(static=True)
     xc: str = eqx.field(static=True)
+    molecule: Molecule | None = None
+    cart: bool = eqx.field(static=True, default=False)
+    grid_level: int = eqx.field(static=True, default=3)
 
     @property
     def density_total(self) -> np.ndarray:
         return self.density if self.density.ndim == 2 else self.density[0] + self.density[1]
+
+    @property
+    def gap(self) -> np.ndarray:
+        """HOMO-LUMO gap, Hartree."""
+        return self.lumo - self.homo
+
+    def make_rdm1(self) -> np.ndarray:
+        """The density matrix in PySCF's layout and AO order: ``[nao, nao]`` (total)
+        for restricted, ``[2, nao, nao]`` (alpha, beta) for unrestricted results."""
+        return np.asarray(self.density)
+
+    def to_pyscf(self):
+        """A PySCF mean-field object (``RHF``/``UHF``/``RKS``/``UKS``, same basis,
+        functional and grid level, ``small_rho_cutoff = 0`` as mess's grids) carrying
+        this result's ``mo_coeff``, ``mo_energy``, ``mo_occ``, ``e_tot`` and
+        ``converged``, so PySCF's analysis (``mulliken_pop``, ``dip_moment``,
+        ``energy_tot``, post-HF methods) starts from mess's answer without an SCF."""
+        from pyscf import dft, scf
+
+        if self.molecule is None:
+            raise InputError("this result does not carry its molecule")
+        mol = self.molecule.to_pyscf(self.basis, self.cart)
+        restricted = self.method.startswith("R")
+        if self.method.endswith("HF"):
+            mf = scf.RHF(mol) if restricted else scf.UHF(mol)
+        else:
+            mf = dft.RKS(mol) if restricted else dft.UKS(mol)
+            mf.xc = self.xc
+            mf.grids.level = self.grid_level
+            mf.small_rho_cutoff = 0
+        mf.mo_coeff = np.asarray(self.mo_coeff)
+        mf.mo_energy = np.asarray(self.mo_energy)
+        mf.mo_occ = np.asarray(self.mo_occ)
+        mf.e_tot = float(self.energy)
+        mf.converged = bool(self.converged)
+        return mf
 
     def summary(self) -> str:
         """Human-readable multi-line summary."""
@@ -142,14 +186,14 @@ def split_options(options: dict) -> tuple[SCFOptions, dict]:
     known = {"init_guess", "schwarz_threshold", "restricted", "grid_level", "jk"}
     unknown = set(rest) - known
     if unknown:
-        raise ValueError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        raise InputError(f"unknown option(s): {', '.join(sorted(unknown))}")
     return SCFOptions(**scf_kw), rest
 
 
 def require_float64() -> None:
     """Raise a clear error unless JAX's float64 mode is on."""
     if not jax.config.read("jax_enable_x64"):
-        raise ValueError(
+        raise InputError(
             "mess needs float64: enable it with jax.config.update('jax_enable_x64', True) "
             "or the environment variable JAX_ENABLE_X64=1")
 
@@ -213,7 +257,7 @@ class Engine:
 
     def __init__(self, max_programs: int = 256, memory: int | None = None, max_buckets: int = 4):
         if max_programs < 1:
-            raise ValueError(f"max_programs must be >= 1, got {max_programs}")
+            raise InputError(f"max_programs must be >= 1, got {max_programs}")
         self.max_programs = int(max_programs)
         self.memory = memory
         self.max_buckets = int(max_buckets)
@@ -390,11 +434,11 @@ class Engine:
         out = []
         for i, m in enumerate(molecules):
             if not isinstance(m, Molecule):
-                raise ValueError(f"molecule {i}: expected a mess.Molecule, got {type(m).__name__}")
+                raise InputError(f"molecule {i}: expected a mess.Molecule, got {type(m).__name__}")
             try:
                 out.append(prepare(m, method, restricted))
             except ValueError as exc:
-                raise ValueError(f"molecule {i}: {exc}" if len(molecules) > 1 else str(exc)) from None
+                raise InputError(f"molecule {i}: {exc}" if len(molecules) > 1 else str(exc)) from None
         return out
 
     def plan(self, prepared: Sequence[Prepared], max_buckets: int | None = None,
@@ -412,16 +456,20 @@ class Engine:
                   gradient: bool = False, **options) -> list[Result]:
         """See :func:`mess.run_batch`."""
         require_float64()
+        if isinstance(molecules, Molecule):
+            raise InputError("run_batch takes a sequence of molecules; use mess.run for one")
         molecules = list(molecules)
+        for i, m in enumerate(molecules):
+            require_molecule(m, f"molecule {i}: ")
         if not molecules:
             return []
         if fixed_cycles is not None and (not isinstance(fixed_cycles, (int, np.integer)) or fixed_cycles < 1):
-            raise ValueError(f"fixed_cycles must be a positive integer, got {fixed_cycles!r}")
+            raise InputError(f"fixed_cycles must be a positive integer, got {fixed_cycles!r}")
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         scf_options, rest = split_options({"conv_tol": conv_tol, "max_cycle": max_cycle, **options})
         if rest.get("init_guess", "minao") != "minao":
-            raise ValueError(f"unknown initial guess {rest['init_guess']!r} (the engine uses 'minao')")
+            raise InputError(f"unknown initial guess {rest['init_guess']!r} (the engine uses 'minao')")
         from mess.integrals.two_electron import SCHWARZ_THRESHOLD
 
         method = Method(basis, xc, cart, grid_level, rest.get("schwarz_threshold", SCHWARZ_THRESHOLD),
@@ -492,10 +540,11 @@ def _result(p: Prepared, sig: Signature, res, props, std, grads, k: int) -> Resu
     return Result(energy=item.energy, converged=item.converged, iterations=item.iterations, mo_energy=mo_e,
                   mo_coeff=mo_c, mo_occ=mo_occ, density=dm, homo=item.homo, lumo=item.lumo,
                   dipole=np.asarray(props["dipole"])[k], mulliken=np.asarray(props["mulliken"])[k][:natom],
-                  components=comps, energy_history=item.energy_history,
+                  components=comps, energy_history=item.energy_history, grad_history=item.grad_history,
                   energy_std_last5=None if std is None else std[k],
                   gradient=None if grads is None else grads[k][:natom], nao=n, ngrid=p.npts,
-                  method=method, basis=sig.method.basis, xc=sig.method.xc)
+                  method=method, basis=sig.method.basis, xc=sig.method.xc, molecule=p.molecule,
+                  cart=sig.method.cart, grid_level=sig.method.grid_level)
 
 
 _DEFAULT: Engine | None = None

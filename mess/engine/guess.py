@@ -29,6 +29,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from mess.basis.shells import BasisLayout, BasisShape, ElementShells, ShellGroup, basis_layout, shells_of_mole
+from mess.errors import InputError
 from mess.integrals.one_electron import cross_overlap
 from mess.structure import ELEMENTS
 
@@ -70,7 +71,7 @@ def minao_element(z: int, cart: bool = False) -> tuple[ElementShells, tuple[floa
     shells = ElementShells(tuple(es.l[i] for i in keep), tuple(es.exponents[i] for i in keep),
                            tuple(es.coefficients[i] for i in keep), tuple(es.source[i] for i in keep), es.nbas)
     if cart and any(l >= 2 for l in shells.l):
-        raise ValueError(f"the MINAO guess for {symbol} needs Cartesian d functions, which PySCF's guess does "
+        raise InputError(f"the MINAO guess for {symbol} needs Cartesian d functions, which PySCF's guess does "
                          "not define; use init_guess='core' or spherical AOs")
     return shells, tuple(occ)
 

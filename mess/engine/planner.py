@@ -33,6 +33,7 @@ import numpy as np
 
 from mess.basis.shells import shell_size
 from mess.engine.signature import Prepared, Signature, dense_jk, fits, round_size, signature_for
+from mess.errors import InputError
 from mess.integrals.two_electron import _work_per_primitive
 
 
@@ -207,7 +208,7 @@ def plan_buckets(prepared: Sequence[Prepared], max_buckets: int = 4, known: Sequ
         compile_work: work charged for each bucket beyond the first.
     """
     if max_buckets < 1:
-        raise ValueError(f"max_buckets must be >= 1, got {max_buckets}")
+        raise InputError(f"max_buckets must be >= 1, got {max_buckets}")
     groups: dict = {}
     for i, p in enumerate(prepared):
         groups.setdefault((p.method, p.restricted), []).append(i)

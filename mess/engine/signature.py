@@ -25,6 +25,7 @@ import numpy as np
 
 from mess.basis.shells import BasisLayout, BasisShape, GroupShape, shell_size
 from mess.engine.guess import minao_layout
+from mess.errors import InputError
 from mess.grid import make_grid_plan
 from mess.grid.plan import default_block_size
 from mess.integrals.two_electron import (SCHWARZ_THRESHOLD, QuartetClass, QuartetPopulation, _work_per_primitive,
@@ -54,7 +55,7 @@ def functional_of(xc: str):
     from mess.xc import parse_xc
 
     if not isinstance(xc, str) or not xc.strip():
-        raise ValueError(f"functional name must be a non-empty string, got {xc!r}")
+        raise InputError(f"functional name must be a non-empty string, got {xc!r}")
     return parse_xc(xc.strip().lower())
 
 
@@ -89,13 +90,13 @@ class Method:
         functional_of(self.xc)
         if not isinstance(self.grid_level, (int, np.integer)) or isinstance(self.grid_level, bool) \
                 or not 0 <= self.grid_level <= 9:
-            raise ValueError(f"grid level must be an integer from 0 to 9, got {self.grid_level!r}")
+            raise InputError(f"grid level must be an integer from 0 to 9, got {self.grid_level!r}")
         if not self.schwarz_threshold >= 0:
-            raise ValueError(f"schwarz_threshold must be >= 0, got {self.schwarz_threshold!r}")
+            raise InputError(f"schwarz_threshold must be >= 0, got {self.schwarz_threshold!r}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise InputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.jk not in ("auto", "dense", "blocks"):
-            raise ValueError(f"jk must be 'auto', 'dense' or 'blocks', got {self.jk!r}")
+            raise InputError(f"jk must be 'auto', 'dense' or 'blocks', got {self.jk!r}")
         object.__setattr__(self, "grid_level", int(self.grid_level))
         object.__setattr__(self, "cart", bool(self.cart))
         object.__setattr__(self, "schwarz_threshold", float(self.schwarz_threshold))
@@ -233,7 +234,7 @@ def prepare(molecule: Molecule, method: Method, restricted: bool | None = None) 
     if restricted is None:
         restricted = molecule.spin == 0
     if restricted and molecule.spin != 0:
-        raise ValueError(f"restricted calculation requested for spin {molecule.spin}; use restricted=False")
+        raise InputError(f"restricted calculation requested for spin {molecule.spin}; use restricted=False")
     from mess.basis.shells import basis_layout
 
     layout = basis_layout(molecule.numbers, method.basis, method.cart)
@@ -262,11 +263,11 @@ def signature_for(members: list[Prepared], rounding: bool = True) -> Signature:
     is False) that holds every molecule of ``members`` (same method and
     restricted/unrestricted kind)."""
     if not members:
-        raise ValueError("a signature needs at least one molecule")
+        raise InputError("a signature needs at least one molecule")
     method, restricted = members[0].method, members[0].restricted
     for p in members:
         if p.method != method or p.restricted != restricted:
-            raise ValueError("molecules of one signature must share the method and restricted/unrestricted kind")
+            raise InputError("molecules of one signature must share the method and restricted/unrestricted kind")
     rnd = round_size if rounding else int
     shape = _padded_shape([p.layout for p in members], method.cart, rounding)
     guess = _padded_shape([p.guess_layout for p in members], method.cart, rounding)

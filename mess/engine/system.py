@@ -30,6 +30,7 @@ from jaxtyping import Array, Bool, Float, Int
 from mess.basis.shells import ShellGroup
 from mess.engine.guess import ao_occupations
 from mess.engine.signature import Prepared, Signature
+from mess.errors import InputError
 from mess.grid import GridPlan, make_grid_plan
 from mess.integrals.two_electron import QuartetList, quartet_lists
 
@@ -92,7 +93,7 @@ def build(p: Prepared, sig: Signature) -> System:
     Raises ``ValueError`` if it does not fit."""
     mol = p.molecule
     if p.natom > sig.natom:
-        raise ValueError(f"molecule has {p.natom} atoms, signature holds {sig.natom}")
+        raise InputError(f"molecule has {p.natom} atoms, signature holds {sig.natom}")
     natom = sig.natom
     positions = np.zeros((natom, 3))
     positions[:p.natom] = np.asarray(mol.positions, dtype=np.float64)
@@ -101,7 +102,7 @@ def build(p: Prepared, sig: Signature) -> System:
     grid = None
     if sig.method.dft:
         if p.npts > sig.npts:
-            raise ValueError(f"molecule has {p.npts} grid points, signature holds {sig.npts}")
+            raise InputError(f"molecule has {p.npts} grid points, signature holds {sig.npts}")
         grid = make_grid_plan(tuple(int(z) for z in numbers), sig.method.grid_level, pad_to=sig.npts,
                               block_size=sig.grid_block)
     na, nb = mol.nelec

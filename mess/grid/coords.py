@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from mess.errors import InputError
 from mess.grid.becke import partition_weights
 from mess.grid.plan import GridPlan
 
@@ -52,7 +53,7 @@ def grid_coords_weights(
     """
     positions = _as_positions(positions)
     if positions.shape != (plan.natom, 3):
-        raise ValueError(f"positions must have shape ({plan.natom}, 3), got {positions.shape}")
+        raise InputError(f"positions must have shape ({plan.natom}, 3), got {positions.shape}")
     dtype = positions.dtype
     owner = jnp.asarray(plan.atom_index)
     offsets = jnp.asarray(plan.offsets, dtype)

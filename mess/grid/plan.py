@@ -11,6 +11,7 @@ import equinox as eqx
 import numpy as np
 from jaxtyping import Bool, Float, Int
 
+from mess.errors import InputError
 from mess.grid import tables
 
 #: Target size (elements) of the ``[natom, natom, block]`` pair arrays of one block of
@@ -90,14 +91,14 @@ def make_grid_plan(
     numbers = tuple(int(z) for z in numbers)
     tables.check_level(level)
     if not numbers or all(z == 0 for z in numbers):
-        raise ValueError("a grid needs at least one real atom (atomic number > 0)")
+        raise InputError("a grid needs at least one real atom (atomic number > 0)")
     for z in numbers:
         if z != 0:
             tables.check_element(z)
     if block_size is None:
         block_size = default_block_size(len(numbers))
     if block_size < 1:
-        raise ValueError(f"block_size must be positive, got {block_size}")
+        raise InputError(f"block_size must be positive, got {block_size}")
 
     cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     offsets, weights, owner = [], [], []
@@ -130,7 +131,7 @@ def pad_plan(plan: GridPlan, npts: int) -> GridPlan:
     """
     n = npts - plan.npts
     if n < 0:
-        raise ValueError(f"cannot pad a grid of {plan.npts} points to {npts}")
+        raise InputError(f"cannot pad a grid of {plan.npts} points to {npts}")
     first_real = int(np.flatnonzero(plan.atom_mask)[0])
     return GridPlan(
         offsets=np.concatenate([plan.offsets, np.zeros((n, 3))]),

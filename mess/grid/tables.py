@@ -24,6 +24,8 @@ from pyscf.dft import gen_grid as _gen_grid
 from pyscf.dft import radi as _radi
 from pyscf.dft.LebedevGrid import LEBEDEV_ORDER, MakeAngularGrid
 
+from mess.errors import InputError
+
 #: Grid levels accepted (rows of PySCF's ``RAD_GRIDS`` / ``ANG_ORDER`` tables).
 LEVELS = tuple(range(_gen_grid.RAD_GRIDS.shape[0]))
 #: Largest atomic number with a Treutler-Ahlrichs radius parameter in PySCF.
@@ -37,13 +39,13 @@ _PERIOD_ENDS = np.array((2, 10, 18, 36, 54, 86, 118))
 def check_element(z: int) -> None:
     """Raise ``ValueError`` unless ``z`` is an atomic number with grid tables (1..MAX_Z)."""
     if not (isinstance(z, (int, np.integer)) and 1 <= int(z) <= MAX_Z):
-        raise ValueError(f"no grid tables for atomic number {z!r} (supported: 1..{MAX_Z})")
+        raise InputError(f"no grid tables for atomic number {z!r} (supported: 1..{MAX_Z})")
 
 
 def check_level(level: int) -> None:
     """Raise ``ValueError`` unless ``level`` is one of PySCF's grid levels 0..9."""
     if level not in LEVELS:
-        raise ValueError(f"grid level must be one of {LEVELS}, got {level!r}")
+        raise InputError(f"grid level must be one of {LEVELS}, got {level!r}")
 
 
 def period(z: int) -> int:

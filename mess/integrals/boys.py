@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from mess.errors import InputError
+
 T_SWITCH = 45.0
 _STEP = 0.05
 _TAYLOR_TERMS = 7
@@ -101,7 +103,7 @@ def boys(m_max: int, t: Float[Array, "..."]) -> Float[Array, "... m"]:
     Accurate to ~1e-15 relative in float64 for all T >= 0; ``m_max <= 32``.
     """
     if m_max > M_MAX:
-        raise ValueError(f"Boys function order {m_max} exceeds the supported maximum {M_MAX}")
+        raise InputError(f"Boys function order {m_max} exceeds the supported maximum {M_MAX}")
     t = jnp.asarray(t)
     small = t < T_SWITCH
     t_small = jnp.where(small, t, 0.0)

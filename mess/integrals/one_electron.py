@@ -26,6 +26,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from mess.basis.shells import BasisShape, ShellGroup, cart_to_sph, cartesian_powers, ncart, shell_data
+from mess.errors import InputError
 from mess.integrals.hermite import hermite_e_1d, hermite_e_pair, hermite_r, nherm
 from mess.integrals.pairs import chunk_size, chunked_map
 
@@ -153,7 +154,7 @@ def cross_overlap(shape_a: BasisShape, groups_a: tuple[ShellGroup, ...], shape_b
     """Overlap matrix between two bases on the same atoms, ``[nao_a, nao_b]`` (engine AO
     orders of both), as PySCF's ``gto.intor_cross('int1e_ovlp', mol_a, mol_b)``."""
     if shape_a.cart != shape_b.cart:
-        raise ValueError("cross overlap needs both bases Cartesian or both spherical")
+        raise InputError("cross overlap needs both bases Cartesian or both spherical")
     da = shell_data(shape_a, groups_a, positions)
     db = shell_data(shape_b, groups_b, positions)
     nucleus, charge = jnp.zeros((1, 3), positions.dtype), jnp.zeros((1,), positions.dtype)

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
+from mess.errors import InputError
+
 
 def chunk_size(work_per_item: int, budget: int = 1 << 21, lo: int = 8, hi: int = 2048) -> int:
     """A power-of-two chunk length with chunk * work_per_item near ``budget``."""
@@ -40,7 +42,7 @@ def chunked_map(kernel: Callable[..., Array], index_arrays: tuple[Array, ...], c
     """
     n = index_arrays[0].shape[0]
     if n == 0:
-        raise ValueError("chunked_map needs at least one item")
+        raise InputError("chunked_map needs at least one item")
     chunk = min(chunk, n)
     nchunk = -(-n // chunk)
     pad = nchunk * chunk - n

@@ -44,6 +44,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from mess.basis.shells import BasisLayout, BasisShape, ShellGroup, cart_to_sph, ncart, shell_data, shell_size
+from mess.errors import InputError
 from mess.integrals.hermite import TERMWISE_MAX_L, hermite_e_pair, hermite_indices, hermite_r, hermite_r_list, nherm
 from mess.integrals.pairs import chunk_size
 
@@ -446,7 +447,7 @@ def quartet_lists(population: QuartetPopulation, classes: tuple[QuartetClass, ..
     ``ValueError`` if the classes do not cover its quartets or are too short."""
     assigned = assign_classes(population, [(c.ls, c.ks) for c in classes])
     if assigned is None:
-        raise ValueError("quartet classes do not cover this molecule's quartets")
+        raise InputError("quartet classes do not cover this molecule's quartets")
     out = []
     for i, cls in enumerate(classes):
         rows = np.zeros((4, cls.nq), dtype=np.int32)
@@ -455,7 +456,7 @@ def quartet_lists(population: QuartetPopulation, classes: tuple[QuartetClass, ..
             ls, q = assigned[i]
             _, r, nsame = population.classes[ls]
             if q.size > cls.nq:
-                raise ValueError(f"quartet class {cls.ls}/{cls.ks} holds {cls.nq} quartets, needs {q.size}")
+                raise InputError(f"quartet class {cls.ls}/{cls.ks} holds {cls.nq} quartets, needs {q.size}")
             rows[:, :q.size] = r[:, q]
             weights[:q.size] = 0.5 ** nsame[q]
         out.append(QuartetList(rows, weights))
@@ -489,7 +490,7 @@ def class_blocks(cls: QuartetClass, shape: BasisShape, data, quartets: QuartetLi
     chunk = cls.chunk if chunk is None else chunk
     nq = quartets.rows.shape[1]
     if nq % chunk:
-        raise ValueError(f"quartet list of length {nq} is not a multiple of the chunk {chunk}")
+        raise InputError(f"quartet list of length {nq} is not a multiple of the chunk {chunk}")
     gdata = []
     for k in range(4):
         e, c, x = data[shape.index(ls[k])]

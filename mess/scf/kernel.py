@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
+from mess.errors import InputError
 from mess.scf.diis import DIISState, commutator_error, diis_init, diis_reset, diis_update
 from mess.scf.eig import REMOVED_ORBITAL_ENERGY, eig, eigh_safe, orthogonalizer
 from mess.scf.newton import newton_step, rotation_mask
@@ -83,6 +84,8 @@ class SCFState(eqx.Module):
         converged: the convergence test of the phase that ran last passed.
         second_order: the state was converged by second-order steps.
         history: total energy of the initial density and after each cycle (nan-padded).
+        grad_history: orbital-gradient norm after each cycle (nan for the initial
+            density and padding).
         radius: trust radius of the second-order phase.
     """
 
@@ -97,6 +100,7 @@ class SCFState(eqx.Module):
     converged: Bool[Array, ""]
     second_order: Bool[Array, ""]
     history: Float[Array, " h"]
+    grad_history: Float[Array, " h"]
     radius: Float[Array, ""]
 
 
@@ -190,12 +194,12 @@ def channels_dm0(dm0: Array, restricted: bool, n: int) -> Array:
     dm0 = jnp.asarray(dm0)
     if restricted:
         if dm0.shape != (n, n):
-            raise ValueError(f"restricted dm0 must have shape ({n}, {n}), got {dm0.shape}")
+            raise InputError(f"restricted dm0 must have shape ({n}, {n}), got {dm0.shape}")
         return dm0[None]
     if dm0.shape == (n, n):
         return jnp.stack([0.5 * dm0, 0.5 * dm0])
     if dm0.shape != (2, n, n):
-        raise ValueError(f"unrestricted dm0 must have shape (2, {n}, {n}), got {dm0.shape}")
+        raise InputError(f"unrestricted dm0 must have shape (2, {n}, {n}), got {dm0.shape}")
     return dm0
 
 
@@ -203,7 +207,7 @@ def make_problem(overlap, hcore, e_nuc, nelec, veff_fn: VeffFn, *, restricted: b
                  options: SCFOptions = SCFOptions()) -> SCFProblem:
     """The :class:`SCFProblem` of one molecule (see :func:`scf` for the arguments)."""
     if not jax.config.read("jax_enable_x64") and getattr(hcore, "dtype", None) == np.float64:
-        raise ValueError(
+        raise InputError(
             "float64 integrals would be silently cast to float32: SCF energies need "
             "float64. Enable it with jax.config.update('jax_enable_x64', True) (or "
             "JAX_ENABLE_X64=1), or pass float32 arrays to opt into single precision.")
@@ -240,6 +244,7 @@ def initial_state(problem: SCFProblem, dm0: Array) -> SCFState:
         converged=jnp.zeros((), bool),
         second_order=jnp.zeros((), bool),
         history=jnp.full((p.history_length,), jnp.nan, dtype),
+        grad_history=jnp.full((p.history_length,), jnp.nan, dtype),
         radius=jnp.asarray(p.options.trust_radius, dtype),
     )
 
@@ -269,6 +274,8 @@ def _plain_body(p: SCFProblem, st: SCFState, limit, stop_on_convergence: bool, l
     e_last = st.step.energy
     iterating = st.phase == ITERATING
     history = jnp.where(iterating, st.history.at[k].set(energy), st.history)
+    # the initial density's orbitals diagonalise its own Fock matrix: no gradient to report
+    grad_history = jnp.where(iterating & (k > 0), st.grad_history.at[k].set(gnorm), st.grad_history)
 
     test = (k > 0) & (jnp.abs(energy - e_last) < opt.conv_tol) & (gnorm < opt.tol_grad)
     extra_ok = (jnp.abs(energy - e_last) < 10 * opt.conv_tol) | (gnorm < 3 * opt.tol_grad)
@@ -305,6 +312,7 @@ def _plain_body(p: SCFProblem, st: SCFState, limit, stop_on_convergence: bool, l
         converged=converged,
         second_order=st.second_order,
         history=history,
+        grad_history=grad_history,
         radius=st.radius,
     )
 
@@ -348,9 +356,10 @@ def _newton_cycle(p: SCFProblem, st: SCFState) -> SCFState:
     radius = jnp.where(grow, jnp.minimum(2 * st.radius, opt.max_trust_radius), radius)
     step = _where(accept, new, s)
     converged = accept & (jnp.abs(actual) < opt.conv_tol) & (new.grad_norm < opt.tol_grad)
-    return eqx.tree_at(lambda t: (t.cycle, t.step, t.converged, t.second_order, t.history, t.radius), st,
+    return eqx.tree_at(lambda t: (t.cycle, t.step, t.converged, t.second_order, t.history, t.grad_history,
+                                  t.radius), st,
                        (st.cycle + 1, step, converged, converged, st.history.at[st.cycle + 1].set(step.energy),
-                        radius))
+                        st.grad_history.at[st.cycle + 1].set(step.grad_norm), radius))
 
 
 def fallback_phase(problem: SCFProblem, state: SCFState) -> SCFState:
@@ -420,6 +429,7 @@ def finalize(problem: SCFProblem, state: SCFState) -> SCFResult:
         converged=state.converged,
         iterations=state.cycle,
         energy_history=state.history,
+        grad_history=state.grad_history,
         grad_norm=out.grad_norm,
         homo=homo,
         lumo=lumo,

@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from mess.errors import InputError
+
 
 def channel_occupancy(nelec, restricted: bool) -> tuple[tuple, float]:
     """Occupied-orbital counts per channel and the occupation of each occupied orbital.
@@ -27,9 +29,9 @@ def channel_occupancy(nelec, restricted: bool) -> tuple[tuple, float]:
     if isinstance(na, (int, np.integer)) and isinstance(nb, (int, np.integer)):
         na, nb = int(na), int(nb)
         if na < 0 or nb < 0:
-            raise ValueError(f"electron counts must be non-negative, got {nelec}")
+            raise InputError(f"electron counts must be non-negative, got {nelec}")
         if restricted and na != nb:
-            raise ValueError(
+            raise InputError(
                 f"restricted (closed-shell) SCF needs n_alpha == n_beta, got {nelec}; "
                 "use restricted=False for open shells")
     if restricted:

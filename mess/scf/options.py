@@ -6,6 +6,8 @@ import math
 
 import equinox as eqx
 
+from mess.errors import InputError
+
 
 class SCFOptions(eqx.Module):
     """Settings of :func:`mess.scf.scf`; defaults mirror PySCF's ``scf.hf.SCF``.
@@ -65,15 +67,15 @@ class SCFOptions(eqx.Module):
 
     def __check_init__(self):
         if self.max_cycle < 0:
-            raise ValueError(f"max_cycle must be >= 0, got {self.max_cycle}")
+            raise InputError(f"max_cycle must be >= 0, got {self.max_cycle}")
         if self.fallback_max_cycle < 0:
-            raise ValueError(f"fallback_max_cycle must be >= 0, got {self.fallback_max_cycle}")
+            raise InputError(f"fallback_max_cycle must be >= 0, got {self.fallback_max_cycle}")
         if self.diis_space < 1:
-            raise ValueError(f"diis_space must be >= 1, got {self.diis_space}")
+            raise InputError(f"diis_space must be >= 1, got {self.diis_space}")
         if not 0.0 <= self.damping < 1.0 or not 0.0 <= self.fallback_damping < 1.0:
-            raise ValueError("damping factors must lie in [0, 1)")
+            raise InputError("damping factors must lie in [0, 1)")
         if self.fallback not in (None, "newton", "level_shift"):
-            raise ValueError(f"fallback must be None, 'newton' or 'level_shift', got {self.fallback!r}")
+            raise InputError(f"fallback must be None, 'newton' or 'level_shift', got {self.fallback!r}")
 
     @property
     def tol_grad(self) -> float:

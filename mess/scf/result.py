@@ -26,6 +26,8 @@ class SCFResult(eqx.Module):
         iterations: number of SCF cycles run.
         energy_history: ``[max_cycle + 1]`` total energy of the initial density and
             after each cycle, padded with nan.
+        grad_history: orbital-gradient norm after each cycle (nan for the initial
+            density and padding).
         grad_norm: 2-norm of the orbital gradient at the returned orbitals.
         homo: highest occupied orbital energy (over both spins), nan if no electrons.
         lumo: lowest unoccupied orbital energy (over both spins), nan if none.
@@ -43,6 +45,7 @@ class SCFResult(eqx.Module):
     converged: Bool[Array, ""]
     iterations: Int[Array, ""]
     energy_history: Float[Array, " max_cycle_plus_1"]
+    grad_history: Float[Array, " max_cycle_plus_1"]
     grad_norm: Float[Array, ""]
     homo: Float[Array, ""]
     lumo: Float[Array, ""]

@@ -55,6 +55,7 @@ from jaxtyping import Array, Float
 
 from mess.basis.ao_values import ao_values, ao_values_block, default_ao_block_size
 from mess.basis.shells import BasisShape, ShellGroup
+from mess.errors import InputError
 from mess.xc.registry import Functional
 
 #: Default bytes allowed for precomputed AO values in :func:`build_xc_fn` (2 GiB).
@@ -202,7 +203,7 @@ class XCFunction(eqx.Module):
         want = (n, n) if self.restricted else (2, n, n)
         if dm.shape != want:
             kind = "restricted" if self.restricted else "unrestricted"
-            raise ValueError(f"{kind} XC function expects dm of shape {want}, got {dm.shape}")
+            raise InputError(f"{kind} XC function expects dm of shape {want}, got {dm.shape}")
 
 
 def _block_size(npts: int, block_size: int | None, default: int) -> int:
@@ -231,10 +232,10 @@ def make_xc_fn(functional: Functional, ao: Array, weights: Float[Array, " npts"]
     if ao.ndim == 2:
         ao = ao[None]
     if ao_deriv(functional) and ao.shape[0] < 4:
-        raise ValueError(f"GGA functional {functional.name!r} needs AO values with deriv=1 "
+        raise InputError(f"GGA functional {functional.name!r} needs AO values with deriv=1 "
                          f"([4, npts, nao]), got shape {ao.shape}")
     if ao.shape[1] != weights.shape[0]:
-        raise ValueError(f"ao has {ao.shape[1]} points but weights has {weights.shape[0]}")
+        raise InputError(f"ao has {ao.shape[1]} points but weights has {weights.shape[0]}")
     b = _block_size(weights.shape[0], block_size, DEFAULT_BLOCK)
     return XCFunction(functional, bool(restricted), b, jnp.asarray(weights), ao=ao)
 

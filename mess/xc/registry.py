@@ -27,6 +27,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from mess.errors import InputError
 from mess.xc.b88 import eps_b88
 from mess.xc.lyp import eps_lyp
 from mess.xc.pbe import eps_pbe_c, eps_pbe_x
@@ -183,7 +184,7 @@ def _expand(libxc_terms) -> tuple[tuple[str, float], ...]:
         parts = MIXTURES.get(xid, ((xid, 1.0),))
         for pid, pcoeff in parts:
             if pid not in _BY_ID:
-                raise ValueError(_unsupported_message(pid))
+                raise InputError(_unsupported_message(pid))
             name = _BY_ID[pid].name
             merged[name] = merged.get(name, 0.0) + coeff * pcoeff
     return tuple((n, c) for n, c in merged.items() if c != 0.0)
@@ -216,12 +217,12 @@ def parse_xc(name: str) -> Functional:
     try:
         hyb_tuple, terms = libxc.parse_xc(name)
     except (KeyError, ValueError) as err:
-        raise ValueError(f"unknown XC functional {name!r}: {err}") from err
+        raise InputError(f"unknown XC functional {name!r}: {err}") from err
     omega, alpha, beta = libxc.rsh_coeff(name)
     if omega != 0 or hyb_tuple[2] != 0 or beta != 0:
-        raise ValueError(f"range-separated hybrid {name!r} is not supported by mess.xc")
+        raise InputError(f"range-separated hybrid {name!r} is not supported by mess.xc")
     if libxc.is_nlc(name):
-        raise ValueError(f"non-local (VV10) functional {name!r} is not supported by mess.xc")
+        raise InputError(f"non-local (VV10) functional {name!r} is not supported by mess.xc")
     components = _expand(terms)
     if not components:
         family = "hf"
