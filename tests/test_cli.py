@@ -117,15 +117,13 @@ def test_version(capsys):
 def test_check_agrees_on_closed_open_and_charged_and_reports_a_mismatch(tmp_path, capsys):
     from molecules import HYDROXIDE, OH_RADICAL
 
-    for name, text, extra in (("water", WATER, []), ("oh", OH_RADICAL, ["--no-forces"]),
+    for name, text, extra in (("water", WATER, ["--no-forces"]), ("oh", OH_RADICAL, ["--no-forces"]),
                               ("hydroxide", HYDROXIDE, ["--no-forces", "--xc", "pbe", "--grid-level", "1"])):
         path = tmp_path / f"{name}.xyz"
         path.write_text(text)
         assert main(["check", str(path), "--no-cache"] + extra) == 0, capsys.readouterr().out
         out = capsys.readouterr().out
         assert "energy (Ha)" in out and "mess and PySCF agree" in out and "DIFFERS" not in out
-        if not extra:
-            assert "max force difference" in out
     assert main(["check", str(tmp_path / "water.xyz"), "--no-forces", "--pyscf-basis", "6-31g", "--no-cache"]) == 1
     out = capsys.readouterr().out
     assert "DIFFERS" in out and "DISAGREE" in out
@@ -169,3 +167,12 @@ def test_energy_plot_draws_scf_convergence(tmp_path, capsys):
     np.testing.assert_array_equal(np.isfinite(res.grad_history)[1:], finite[1:])
     g = res.grad_history[1:][finite[1:]]
     assert len(g) >= 3 and g[-1] < 1e-4 < g[0]
+
+
+@pytest.mark.slow
+def test_check_compares_forces(tmp_path, capsys):
+    path = tmp_path / "water.xyz"
+    path.write_text(WATER)
+    assert main(["check", str(path), "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    assert "max force difference" in out and "mess and PySCF agree" in out

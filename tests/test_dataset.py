@@ -245,6 +245,8 @@ def test_builtin_set_twenty_molecules_three_conformers(tmp_path):
         mf.grids.level, mf.conv_tol = 0, 1e-11
         mf.kernel()
         assert abs(r["energy"] - mf.e_tot) < 1e-7
+        occ = mf.mo_occ > 0
+        assert abs(r["homo"] - mf.mo_energy[occ].max()) < 1e-6 and abs(r["lumo"] - mf.mo_energy[~occ].min()) < 1e-6
         assert np.abs(np.asarray(r["dipole"]) - mf.dip_moment(unit="Debye", verbose=0)).max() < 1e-4
         numbers2, positions, _, _ = embed_arrays(r["smiles"], 3, conformer_seed(43, r["mol_id"]))
         np.testing.assert_allclose(pos, positions[r["conformer_id"]] * BOHR, atol=1e-12, rtol=0)

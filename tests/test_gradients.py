@@ -101,6 +101,7 @@ def water_energy_fn(water):
     return mess.energy_function(water, "6-31g", "hf", conv_tol=TIGHT)
 
 
+@pytest.mark.slow  # ~140 s; the analytic gradient is checked against PySCF's in the default suite
 def test_energy_function_grad_matches_finite_differences(water, water_energy_fn):
     pos = jnp.asarray(water.positions)
     e, g = jax.value_and_grad(water_energy_fn)(pos)
@@ -166,6 +167,7 @@ def test_batch_gradients_equal_single_and_are_finite_through_padding():
         assert np.abs(r.gradient - np.asarray(g)).max() < 1e-8
 
 
+@pytest.mark.slow  # ~150 s; run_batch(gradient=True) against single forces stays in the default suite
 def test_batch_energy_function_grad_gives_each_molecules_forces():
     """jax.grad of the summed batched energies with respect to the positions of
     different molecules (closed and open shell, so all unrestricted) gives each

@@ -11,7 +11,7 @@ from reference import assert_matches, compare
 
 FAST = [
     (WATER, "6-31g", False),
-    (WATER, "def2-svp", True),
+    pytest.param(WATER, "def2-svp", True, marks=pytest.mark.slow),  # ~150 s; cart d also in test_integrals
     (AMMONIUM, "sto-3g", False),
     (HYDROXIDE, "6-31g", False),
     (OH_RADICAL, "6-31g", False),

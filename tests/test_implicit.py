@@ -71,6 +71,7 @@ def test_state_matches_run(water, water_hf):
     assert bool(st.converged)
 
 
+@pytest.mark.slow  # ~95 s
 def test_field_derivative_of_energy_is_minus_dipole(water_hf):
     params, solve, st = water_hf
     g = jax.grad(_of_leaf(lambda p: solve(p).energy, params, "field"))(params.field)

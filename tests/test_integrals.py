@@ -131,7 +131,8 @@ def _eri_check(xyz, basis, cart, threshold=1e-14):
     assert sum(c.nvalues(cart) for c in st.classes) < (mol.nao ** 4) / 4
 
 
-@pytest.mark.parametrize("xyz,basis,cart", [(WATER, "sto-3g", False), (WATER, "def2-svp", False),
+@pytest.mark.parametrize("xyz,basis,cart", [(WATER, "sto-3g", False),
+                                            pytest.param(WATER, "def2-svp", False, marks=pytest.mark.slow),
                                             (BENZENE, "sto-3g", False)])
 def test_eri_match_pyscf(xyz, basis, cart):
     _eri_check(xyz, basis, cart)
@@ -194,6 +195,7 @@ def test_jk_takes_quartet_indices_as_arguments():
     assert sum(np.size(c) for c in found) <= 8 * len(st.classes) * max(st.shape.size(l) for l in st.shape.ls)
 
 
+@pytest.mark.slow  # ~110 s
 def test_jk_in_scf_loop_keeps_no_copies_of_the_integrals():
     """Inside a loop (as in the SCF), the J/K build must not make loop-invariant
     rearranged copies of the integral blocks: with a batched-matmul contraction XLA
@@ -223,7 +225,8 @@ def _energy_like(st, dm):
     return f
 
 
-@pytest.mark.parametrize("basis", ["sto-3g", pytest.param("6-31g*", marks=pytest.mark.slow)])
+@pytest.mark.slow  # ~100 s; forces against PySCF cover the derivative integrals by default
+@pytest.mark.parametrize("basis", ["sto-3g", "6-31g*"])
 def test_integral_gradients_match_finite_differences(basis):
     st = Setup(WATER, basis, threshold=0.0)
     rng = np.random.default_rng(0)

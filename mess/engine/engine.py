@@ -251,7 +251,8 @@ class Engine:
 
     Args:
         max_programs: most compiled programs kept (least recently used dropped first).
-        memory: bytes a batch may use (default :func:`available_memory`).
+        memory: bytes a batch may use (default :func:`available_memory`, read at the
+            engine's first run and kept).
         max_buckets: most new signatures a planned call creates per method and kind.
     """
 
@@ -483,7 +484,12 @@ class Engine:
                  gradient: bool = False) -> list[Result]:
         """:meth:`run_batch` for molecules already prepared and planned (one
         :class:`Result` per item of ``prepared``, in order)."""
-        memory = self.memory or available_memory()
+        if self.memory is None:
+            # measured once per engine: the batch sizes it picks (shapes of its compiled
+            # programs, and the last bits of their numbers) must not follow other
+            # processes' memory use from one call to the next
+            self.memory = available_memory()
+        memory = self.memory
         results: list = [None] * len(prepared)
         bar = _progress(len(prepared), progress)
         try:
