@@ -19,12 +19,9 @@ EXAMPLE = "water.xyz"
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from mess.version import package_version
 
-    try:
-        return version("mess")
-    except PackageNotFoundError:
-        return "unknown"
+    return package_version()
 
 
 def _example_path() -> str:
@@ -58,7 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     e.add_argument("--plot", default=None, metavar="FILE.png",
                    help="draw the SCF convergence (energy change, orbital gradient per cycle)")
+    e.add_argument("--estimate", action="store_true",
+                   help="print each molecule's size and memory estimate and stop (nothing is computed)")
+    e.add_argument("--max-memory", type=float, default=None, metavar="GIB",
+                   help="refuse molecules estimated to need more than this, GiB (default: the machine's memory)")
     e.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
+    _verbosity(e)
 
     o = sub.add_parser("optimize", help="geometry optimisation (BFGS on analytic forces); writes xyz files")
     o.add_argument("file", help="xyz file in Angstrom (- for stdin)")
@@ -77,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--trajectory", default=None, help="every step, multi-frame xyz (default: FILE-traj.xyz)")
     o.add_argument("--quiet", action="store_true", help="no line per step")
     o.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
+    _verbosity(o, quiet=False)
 
     c = sub.add_parser("check", help="run mess and PySCF on one molecule and compare (exit 1 if they disagree)")
     c.add_argument("file", help="xyz file in Angstrom (- for stdin)")
@@ -90,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--pyscf-basis", default=None, help="give PySCF another basis (to see a disagreement)")
     c.add_argument("--pyscf-xc", default=None, help="give PySCF another functional (to see a disagreement)")
     c.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
+    _verbosity(c)
 
     g = sub.add_parser("generate", help="dataset: SMILES -> RDKit conformers -> batched DFT -> Parquet shards")
     g.add_argument("source", nargs="?", default=None,
@@ -122,6 +126,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--ray-gpus-per-worker", type=float, default=0.0, help="GPUs per Ray actor (default 0)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
+    _verbosity(g, quiet=False)
+
+    x = sub.add_parser("xyz", help="an xyz file (Angstrom) of one RDKit ETKDGv3 conformer of a SMILES string")
+    x.add_argument("smiles", help="SMILES, e.g. CCO (hydrogens are added)")
+    x.add_argument("--seed", type=int, default=43, help="embedding seed (default 43)")
+    x.add_argument("-o", "--output", default=None, help="file to write (default: standard output)")
 
     d = sub.add_parser("dataset", help="inspect a generated dataset")
     dsub = d.add_subparsers(dest="action", required=True, metavar="{stats,plot}")
@@ -131,6 +141,30 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("dir")
     pl.add_argument("-o", "--output", required=True, help="PNG file to write")
     return p
+
+
+def _verbosity(parser, quiet: bool = True) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="progress on stderr: sizes, compilation, timings (default when stderr is a terminal)")
+    if quiet:
+        parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def _logging(args) -> None:
+    """Progress messages of the ``mess`` logger on stderr: with ``--verbose``, or by
+    default when stderr is a terminal (never with ``--quiet``)."""
+    import logging
+
+    if getattr(args, "quiet", False):
+        return
+    if args.verbose or sys.stderr.isatty():
+        logger = logging.getLogger("mess")
+        if not any(getattr(h, "_mess_cli", False) for h in logger.handlers):
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("mess: %(message)s"))
+            handler._mess_cli = True
+            logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def _fail(msg: str) -> int:
@@ -222,22 +256,29 @@ def energy_command(args) -> int:
     import mess
 
     bad = _check_energy_options(args)
+    if bad is None and args.max_memory is not None and not args.max_memory > 0:
+        bad = f"--max-memory must be a positive number of GiB, got {args.max_memory}"
     if bad:
         return _fail(bad)
+    _logging(args)
     t0 = time.perf_counter()
     opts = dict(cart=args.cart, grid_level=args.grid_level, conv_tol=args.conv_tol, max_cycle=args.max_cycle)
+    limit = None if args.max_memory is None else int(args.max_memory * 2**30)
     try:
         mols = _molecules(args)
+        if args.estimate:
+            return _print_estimates(mols, args, limit)
+        engine = mess.Engine(memory_limit=limit) if limit is not None else None
         if len(mols) == 1:
             mol = mols[0][1]
             if args.gradient:
-                res, _ = mess.energy_and_gradient(mol, args.basis, args.xc, **opts)
+                res, _ = mess.energy_and_gradient(mol, args.basis, args.xc, engine=engine, **opts)
             else:
-                res = mess.run(mol, args.basis, args.xc, **opts)
+                res = mess.run(mol, args.basis, args.xc, engine=engine, **opts)
             results = [res]
         else:
             results = mess.run_batch([m for _, m in mols], args.basis, args.xc, gradient=args.gradient,
-                                     progress=not args.json, **opts)
+                                     progress=not args.json and not args.quiet, engine=engine, **opts)
     except (ValueError, OSError, UnicodeDecodeError) as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else "invalid input")
     wall = time.perf_counter() - t0
@@ -264,46 +305,29 @@ def energy_command(args) -> int:
     return 0 if all(bool(r.converged) for r in results) else 1
 
 
+def _print_estimates(mols, args, limit) -> int:
+    """``--estimate``: one line per molecule, its sizes and whether it fits."""
+    import mess
+    from mess.engine.resources import USABLE_FRACTION, gib, machine_memory
+
+    where = "the --max-memory limit"
+    if limit is None:
+        limit, where = machine_memory()
+    for label, mol in mols:
+        est = mess.size_estimate(mol, args.basis, args.xc, args.cart, args.grid_level)
+        need = est.device_bytes + est.host_bytes
+        verdict = "fits" if need <= USABLE_FRACTION * limit else "too large"
+        print(f"{label}: {args.xc}/{args.basis}: {est.describe()}; {verdict} ({where} is {gib(limit)})")
+    return 0
+
+
 def _record(label: str, mol, res, args, wall: float) -> dict:
-    """One JSON object per input: geometry, settings, results, units, version."""
-    import numpy as np
-
-    from mess.structure import BOHR
-
-    out = {
-        "file": label,
-        "mess_version": _version(),
-        "symbols": mol.symbols,
-        "positions": (np.asarray(mol.positions) * BOHR).tolist(),
-        "positions_unit": "Angstrom",
-        "charge": mol.charge,
-        "spin": mol.spin,
-        "method": res.method,
-        "basis": args.basis,
-        "xc": args.xc,
-        "settings": {"cart": args.cart, "grid_level": args.grid_level, "conv_tol": args.conv_tol,
-                     "max_cycle": args.max_cycle},
-        "energy": float(res.energy),
-        "energy_unit": "Hartree",
-        "converged": bool(res.converged),
-        "iterations": int(res.iterations),
-        "homo": float(res.homo),
-        "lumo": float(res.lumo),
-        "gap": float(res.gap),
-        "orbital_energy_unit": "Hartree",
-        "dipole": [float(x) for x in np.asarray(res.dipole)],
-        "dipole_unit": "Debye",
-        "mulliken": [float(x) for x in np.asarray(res.mulliken)],
-        "mulliken_unit": "e",
-        "components": {k: float(v) for k, v in res.components.items()},
-        "nao": res.nao,
-        "ngrid": res.ngrid,
-        "wall_time": wall,
-        "wall_time_unit": "s",
-    }
-    if res.gradient is not None:
-        out["gradient"] = np.asarray(res.gradient).tolist()
-        out["gradient_unit"] = "Hartree/Bohr"
+    """One JSON object per input: :meth:`mess.Result.to_dict` (geometry, charge, spin,
+    method, results, units, version) with the file, the SCF settings and the time."""
+    out = {"file": label, **res.to_dict()}
+    out["settings"] = {"cart": args.cart, "grid_level": args.grid_level, "conv_tol": args.conv_tol,
+                       "max_cycle": args.max_cycle}
+    out.update(wall_time=wall, wall_time_unit="s")
     return out
 
 
@@ -324,6 +348,7 @@ def optimize_command(args) -> int:
         bad = f"--max-steps must be at least 1, got {args.max_steps}"
     if bad:
         return _fail(bad)
+    _logging(args)
     stem = "stdin" if args.file == "-" else str(Path(args.file).with_suffix(""))
     out, traj = args.out or f"{stem}-opt.xyz", args.trajectory or f"{stem}-traj.xyz"
     try:
@@ -360,6 +385,7 @@ def check_command(args) -> int:
     bad = _check_energy_options(args)
     if bad:
         return _fail(bad)
+    _logging(args)
     try:
         args.files = [args.file]
         mols = _molecules(args)
@@ -406,6 +432,8 @@ def generate_command(args) -> int:
         return _fail(f"--workers must be >= 0, got {args.workers}")
     from mess.dataset.sources import BUILTIN
 
+    if args.verbose:  # not by default: log lines would break the progress bar
+        _logging(args)
     settings = Settings(source=args.source or BUILTIN, **base)
     try:
         summary = generate(settings, args.out, batch_size=args.batch_size, progress=not args.no_progress,
@@ -438,6 +466,25 @@ def dataset_command(args) -> int:
     return 0
 
 
+def xyz_command(args) -> int:
+    import mess
+
+    try:
+        mol = mess.Molecule.from_smiles(args.smiles, seed=args.seed)
+    except ValueError as exc:
+        return _fail(str(exc).splitlines()[0] if str(exc) else "invalid SMILES")
+    text = mol.to_xyz(f"{args.smiles} charge={mol.charge} spin={mol.spin} (RDKit ETKDGv3, seed {args.seed})")
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(args.output, "w") as f:
+            f.write(text)
+    except OSError as exc:
+        return _fail(f"cannot write {args.output}: {exc.strerror or exc}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "energy":
@@ -450,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         return generate_command(args)
     if args.command == "dataset":
         return dataset_command(args)
+    if args.command == "xyz":
+        return xyz_command(args)
     return _fail(f"unknown command {args.command}")
 
 

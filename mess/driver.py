@@ -10,9 +10,10 @@ from collections.abc import Sequence
 
 from mess.engine.calculation import run as _run
 from mess.engine.engine import Engine, Result, default_engine, require_float64
+from mess.errors import InputError
 from mess.structure import Molecule
 
-__all__ = ["Result", "run", "run_batch", "require_float64"]
+__all__ = ["Result", "run", "run_batch", "require_float64", "size_estimate"]
 
 
 def run(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", cart: bool = False,
@@ -73,3 +74,34 @@ def run_batch(molecules: Sequence[Molecule], basis: str = "sto-3g", xc: str = "h
     engine = engine or default_engine()
     return engine.run_batch(molecules, basis, xc, cart, grid_level, conv_tol, max_cycle, fixed_cycles, batch_size,
                             progress, gradient, **options)
+
+
+def size_estimate(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", cart: bool = False,
+                  grid_level: int = 3, **options):
+    """How much memory :func:`run` would need for ``molecule``, without running it.
+
+    Counts atomic orbitals, grid points and the Schwarz-screened two-electron quartets
+    (at the molecule's geometry) that the engine keeps in memory, in seconds even for
+    molecules far too large to run. :func:`run` and :func:`run_batch` refuse a molecule
+    whose estimate exceeds the machine's memory with a :class:`mess.InputError` that
+    names these sizes.
+
+    Args:
+        molecule, basis, xc, cart, grid_level: as :func:`run`; ``schwarz_threshold``
+            and ``jk`` may be given as options.
+
+    Returns:
+        :class:`mess.engine.resources.SizeEstimate` (``nao``, ``npts``, ``quartets``,
+        ``eri_values``, ``device_bytes`` and ``host_bytes`` in bytes; ``describe()``).
+    """
+    from mess.engine.signature import Method, estimate
+    from mess.integrals.two_electron import SCHWARZ_THRESHOLD
+    from mess.structure import require_molecule
+
+    require_molecule(molecule)
+    unknown = set(options) - {"schwarz_threshold", "jk"}
+    if unknown:
+        raise InputError(f"unknown option(s) for size_estimate: {', '.join(sorted(unknown))}")
+    method = Method(basis, xc, cart, grid_level, options.get("schwarz_threshold", SCHWARZ_THRESHOLD),
+                    jk=options.get("jk", "auto"))
+    return estimate(molecule, method)

@@ -38,7 +38,7 @@ from mess.engine.signature import Method, signature_for
 from mess.engine.stages import eri_part, grid_part, one_electron_part
 from mess.engine.system import build, default_params, stack
 from mess.errors import InputError
-from mess.structure import Molecule
+from mess.structure import Molecule, checked_positions
 
 __all__ = ["batch_energy_function", "energy_and_gradient", "energy_function", "gradient"]
 
@@ -156,7 +156,7 @@ def energy_function(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", c
         positions = jnp.asarray(positions)
         if positions.shape != (natom, 3):
             raise InputError(f"positions must have shape ({natom}, 3), got {positions.shape}")
-        return energy(positions)
+        return energy(checked_positions(positions))
 
     energy_fn.__doc__ = (f"Converged {xc}/{basis} SCF energy (Hartree) of positions [natom={natom}, 3] "
                          "(Bohr); differentiable by a fixed-orbital custom_vjp.")
@@ -247,6 +247,7 @@ def batch_energy_function(molecules: Sequence[Molecule], basis: str = "sto-3g", 
             pos = jnp.asarray(pos)
             if pos.shape != (n, 3):
                 raise InputError(f"positions of molecule {i} must have shape ({n}, 3), got {pos.shape}")
+            pos = checked_positions(pos, f"positions of molecule {i}")
             rows.append(jnp.concatenate([pos, jnp.zeros((sig.natom - n, 3), pos.dtype)]))
         return energies_padded(jnp.stack(rows))
 

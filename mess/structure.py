@@ -35,11 +35,13 @@ _SYMBOL_TO_Z = {s.upper(): z for z, s in enumerate(ELEMENTS) if z > 0}
 def atomic_number(symbol: str) -> int:
     """Atomic number of an element symbol (case-insensitive; trailing digits such as
     ``C1`` are ignored, as in many xyz writers). Raises ``ValueError`` if unknown."""
-    s = symbol.strip().rstrip("0123456789").upper()
-    if s.isdigit():
-        z = int(s)
+    raw = symbol.strip()
+    if raw.isdigit():  # an atomic number in place of the symbol
+        z = int(raw)
         if 0 < z < len(ELEMENTS):
             return z
+        raise InputError(f"unknown atomic number {raw} (1 to {len(ELEMENTS) - 1})")
+    s = raw.rstrip("0123456789").upper()
     if s not in _SYMBOL_TO_Z:
         raise InputError(f"unknown element symbol {symbol!r}")
     return _SYMBOL_TO_Z[s]
@@ -86,11 +88,12 @@ class Molecule(eqx.Module):
     @classmethod
     def from_arrays(cls, numbers, positions_bohr, charge: int = 0, spin: int | None = None) -> Molecule:
         """Build from atomic numbers (or symbols) and positions in Bohr."""
-        zs = tuple(atomic_number(z) if isinstance(z, str) else int(z) for z in numbers)
+        zs = tuple(atomic_number(z) if isinstance(z, str) else whole_number(z, "atomic number") for z in numbers)
         pos = np.asarray(positions_bohr, dtype=np.float64)
+        charge = whole_number(charge, "charge")
         if spin is None:
             spin = (sum(zs) - charge) % 2
-        return cls(zs, jnp.asarray(pos), int(charge), int(spin))
+        return cls(zs, jnp.asarray(pos), charge, whole_number(spin, "spin"))
 
     @classmethod
     def from_xyz(cls, path_or_text: str | os.PathLike, charge: int | None = None,
@@ -211,8 +214,23 @@ def _is_traced(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
+def whole_number(value, name: str) -> int:
+    """``value`` as an int when it is a whole number (``2``, ``2.0``, ``np.int8(2)``);
+    else :class:`~mess.errors.InputError` naming ``name`` (a charge of 0.5 is refused,
+    never truncated)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{name} must be an integer, got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)
+    raise InputError(f"{name} must be an integer, got {value!r}")
+
+
 def validate(numbers, positions, charge: int, spin: int, check_geometry: bool = True) -> None:
     """Raise ``ValueError`` naming the first problem with a molecule's definition."""
+    whole_number(charge, "charge")
+    whole_number(spin, "spin")
     if len(numbers) == 0:
         raise InputError("molecule has no atoms")
     for z in numbers:
@@ -229,19 +247,40 @@ def validate(numbers, positions, charge: int, spin: int, check_geometry: bool = 
         raise InputError(
             f"electron count {nelectron} (charge {charge}) is incompatible with spin {spin}: "
             "N_electrons - spin must be even and non-negative")
-    if not check_geometry:
-        return
-    positions = np.asarray(positions, dtype=np.float64)
-    if not np.all(np.isfinite(positions)):
-        raise InputError("non-finite coordinate (nan or inf) in positions")
-    if len(numbers) > 1:
-        d = np.linalg.norm(positions[:, None, :] - positions[None, :, :], axis=-1)
-        d[np.diag_indices(len(numbers))] = np.inf
-        i, j = np.unravel_index(np.argmin(d), d.shape)
-        if d[i, j] * BOHR < MIN_DISTANCE_ANGSTROM:
-            raise InputError(
-                f"atoms {min(i, j) + 1} and {max(i, j) + 1} are {d[i, j] * BOHR:.3g} Angstrom apart "
-                f"(closer than {MIN_DISTANCE_ANGSTROM} Angstrom)")
+    if check_geometry:
+        checked_positions(np.asarray(positions, dtype=np.float64))
+
+
+def checked_positions(positions, label: str = "positions"):
+    """``positions`` (Bohr, ``[natom, 3]``) after the geometry checks of :func:`validate`
+    (finite, no two atoms closer than ``MIN_DISTANCE_ANGSTROM``): raised on the host as
+    :class:`~mess.errors.InputError` for concrete arrays; for traced ones (under
+    ``jit``/``vmap``/``grad``) a runtime error with the same message
+    (``equinox.error_if``), so a bad geometry never turns into a silent NaN or Inf."""
+    import equinox as eqx
+
+    limit = MIN_DISTANCE_ANGSTROM / BOHR
+    if not _is_traced(positions):
+        pos = np.asarray(positions, dtype=np.float64)
+        if not np.all(np.isfinite(pos)):
+            raise InputError(f"non-finite coordinate (nan or inf) in {label}")
+        if len(pos) > 1:
+            d = np.linalg.norm(pos[:, None] - pos[None], axis=-1) + np.diag(np.full(len(pos), np.inf))
+            i, j = np.unravel_index(np.argmin(d), d.shape)
+            if d[i, j] < limit:
+                where = "" if label == "positions" else f"{label}: "
+                raise InputError(f"{where}atoms {min(i, j) + 1} and {max(i, j) + 1} are {d[i, j] * BOHR:.3g} "
+                                 f"Angstrom apart (closer than {MIN_DISTANCE_ANGSTROM} Angstrom)")
+        return positions
+    positions = eqx.error_if(positions, ~jnp.all(jnp.isfinite(positions)),
+                             f"non-finite coordinate (nan or inf) in {label}")
+    n = positions.shape[0]
+    if n > 1:
+        diff = positions[:, None] - positions[None]
+        d2 = jnp.sum(diff * diff, axis=-1) + jnp.diag(jnp.full(n, jnp.inf, positions.dtype))
+        positions = eqx.error_if(positions, jnp.min(d2) < limit * limit,
+                                 f"{label}: two atoms closer than {MIN_DISTANCE_ANGSTROM} Angstrom")
+    return positions
 
 
 def _read_text(path_or_text) -> str:

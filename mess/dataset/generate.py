@@ -354,7 +354,8 @@ def _prepare_shard(settings: Settings, entries: list[Entry], embedded: list[dict
             preps = [prepare(m, method) for m in mols]
         except ValueError as exc:
             msg = str(exc).splitlines()[0] if str(exc) else "cannot prepare the calculation"
-            errors.append(_error(e, "basis" if "basis" in msg else "scf", msg))
+            stage = "size" if msg.startswith("molecule too large") else "basis" if "basis" in msg else "scf"
+            errors.append(_error(e, stage, msg))
             continue
         jobs += [(e, c, m) for c, m in enumerate(mols)]
         prepared += preps

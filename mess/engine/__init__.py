@@ -4,7 +4,7 @@ The unit of work is a batch; a single molecule is a batch of one. A
 :class:`Signature` (ints and strings, hashed by value) fixes every shape; a
 :class:`System` (arrays only) is one molecule padded to it; :class:`Params` are the
 continuous inputs; the :class:`Engine` owns compiled programs per signature and runs
-batches (:meth:`Engine.run_batch`). See ``docs/index.md`` ("Batches") and DESIGN.md.
+batches (:meth:`Engine.run_batch`). See ``docs/batches.md`` and ``docs/architecture.md``.
 """
 
 from mess.engine.engine import Engine, Result, default_engine, fixed_orbital_energy

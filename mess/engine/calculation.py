@@ -85,7 +85,7 @@ class Calculation:
         self.method = Method(basis, xc, cart, rest.get("grid_level", 3), threshold, jk=rest.get("jk", "auto"))
         self.engine = engine or default_engine()
         self.molecule = molecule
-        self.prepared = prepare(molecule, self.method, rest.get("restricted"))
+        self.prepared = prepare(molecule, self.method, rest.get("restricted"), self.engine.memory_limit)
         self.signature = self.engine.plan([self.prepared]).buckets[0].signature
         self.system = build(self.prepared, self.signature)
         self._maps = _param_maps(self)
@@ -191,7 +191,7 @@ class Calculation:
         """The engine's compiled program ``jax.jit(partial(fn, signature, *static))``,
         called with this system (and other arrays) as arguments: compiled once per
         signature and shared by every molecule of it; inlined under an outer trace."""
-        key = (name, self.signature) + tuple(static)
+        key = ("inline", name, self.signature) + tuple(static)  # never equal to a batched program's key
         return self.engine.program(key, lambda: jax.jit(functools.partial(fn, self.signature, *static)))
 
     def hamiltonian(self, params: Params):

@@ -25,8 +25,11 @@ that :func:`mess.run` and :func:`mess.run_batch` use when none is given.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
+import logging
+import time
 from collections.abc import Callable, Sequence
 
 import equinox as eqx
@@ -37,6 +40,7 @@ import numpy as np
 from mess.engine import stages
 from mess.engine.functional import energy as energy_functional
 from mess.engine.planner import COMPILE_WORK, Plan, batch_size_for, plan_buckets
+from mess.engine.resources import machine_memory
 from mess.engine.signature import Method, Prepared, Signature, prepare
 from mess.engine.system import Params, build, default_params, stack, take
 from mess.errors import InputError
@@ -45,6 +49,7 @@ from mess.scf.eig import reorthonormalise
 from mess.scf.occupation import make_rdm1
 from mess.scf.options import SCFOptions
 from mess.structure import Molecule, require_molecule
+from mess.version import package_version
 
 #: Fraction of the kernel's memory-map limit above which an engine drops its least
 #: recently used programs (down to half of it).
@@ -65,6 +70,10 @@ def map_pressure() -> float:
         return 0.0
     return count / limit if limit > 0 else 0.0
 
+
+#: Progress messages (compilation, sizes, timings) go to the ``mess`` logger at INFO:
+#: ``logging.basicConfig(level=logging.INFO)`` shows them; the CLI's ``--verbose`` does.
+log = logging.getLogger("mess")
 
 #: SCF option names accepted by run / run_batch (fields of SCFOptions).
 SCF_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(SCFOptions))
@@ -161,6 +170,47 @@ class Result(eqx.Module):
         mf.converged = bool(self.converged)
         return mf
 
+    def __repr__(self) -> str:
+        conv = "converged" if bool(self.converged) else "NOT converged"
+        return (f"Result({self.method}/{self.basis} {self.xc}: energy={float(self.energy):.10f} Ha, {conv} in "
+                f"{int(self.iterations)} cycles, homo={float(self.homo):.6f} Ha, lumo={float(self.lumo):.6f} Ha, "
+                f"|dipole|={float(np.linalg.norm(self.dipole)):.4f} D, nao={self.nao})")
+
+    def to_dict(self) -> dict:
+        """The result as JSON-ready Python numbers and lists, each quantity with its
+        unit (``*_unit`` keys): method, geometry (Angstrom), energy and components,
+        frontier orbitals, dipole, Mulliken charges, convergence, gradient when
+        computed, and the mess version. Orbitals and density are left out (see
+        :meth:`make_rdm1`, ``mo_coeff``)."""
+        from mess.structure import BOHR
+
+        out: dict = {"mess_version": package_version(), "method": self.method, "basis": self.basis, "xc": self.xc,
+                     "cart": self.cart}
+        if self.xc != "hf":
+            out["grid_level"] = self.grid_level
+        if self.molecule is not None:
+            out.update(symbols=list(self.molecule.symbols),
+                       positions=(np.asarray(self.molecule.positions) * BOHR).tolist(), positions_unit="Angstrom",
+                       charge=int(self.molecule.charge), spin=int(self.molecule.spin))
+        out.update(energy=float(self.energy), energy_unit="Hartree", converged=bool(self.converged),
+                   iterations=int(self.iterations), homo=float(self.homo), lumo=float(self.lumo),
+                   gap=float(self.gap), orbital_energy_unit="Hartree",
+                   dipole=[float(x) for x in np.asarray(self.dipole)], dipole_unit="Debye",
+                   mulliken=[float(x) for x in np.asarray(self.mulliken)], mulliken_unit="e",
+                   components={k: float(v) for k, v in self.components.items()}, components_unit="Hartree",
+                   nao=int(self.nao), ngrid=int(self.ngrid))
+        if self.energy_std_last5 is not None:
+            out.update(energy_std_last5=float(self.energy_std_last5), energy_std_last5_unit="Hartree")
+        if self.gradient is not None:
+            out.update(gradient=np.asarray(self.gradient).tolist(), gradient_unit="Hartree/Bohr")
+        return out
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as one line of JSON."""
+        import json
+
+        return json.dumps(self.to_dict())
+
     def summary(self) -> str:
         """Human-readable multi-line summary."""
         conv = "converged" if bool(self.converged) else "NOT CONVERGED"
@@ -199,22 +249,9 @@ def require_float64() -> None:
 
 
 def available_memory() -> int:
-    """Bytes of memory a batch may use: a quarter of the accelerator's memory, or of
-    the host's available memory (``/proc/meminfo``), 8 GiB where neither is known."""
-    dev = jax.devices()[0]
-    if dev.platform != "cpu":
-        stats = dev.memory_stats() or {}
-        limit = stats.get("bytes_limit")
-        if limit:
-            return int(limit) // 4
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // 4
-    except OSError:
-        pass
-    return 8 << 30
+    """Bytes of memory a batch may use: a quarter of :func:`~mess.engine.resources.machine_memory`
+    (the accelerator's memory limit, or the host's available memory)."""
+    return machine_memory()[0] // 4
 
 
 def _reference_overlap_orbitals(mo_coeff, mo_occ, restricted):
@@ -254,14 +291,21 @@ class Engine:
         memory: bytes a batch may use (default :func:`available_memory`, read at the
             engine's first run and kept).
         max_buckets: most new signatures a planned call creates per method and kind.
+        memory_limit: bytes one molecule may need before it is refused with an
+            :class:`~mess.errors.InputError` naming its size (default: the machine's
+            memory, :func:`~mess.engine.resources.machine_memory`).
     """
 
-    def __init__(self, max_programs: int = 256, memory: int | None = None, max_buckets: int = 4):
+    def __init__(self, max_programs: int = 256, memory: int | None = None, max_buckets: int = 4,
+                 memory_limit: int | None = None):
         if max_programs < 1:
             raise InputError(f"max_programs must be >= 1, got {max_programs}")
         self.max_programs = int(max_programs)
         self.memory = memory
         self.max_buckets = int(max_buckets)
+        if memory_limit is not None and not memory_limit > 0:
+            raise InputError(f"memory_limit must be a positive number of bytes, got {memory_limit!r}")
+        self.memory_limit = memory_limit
         self._programs: collections.OrderedDict = collections.OrderedDict()
         self._signatures: collections.OrderedDict = collections.OrderedDict()
         self._batch_sizes: dict[Signature, set[int]] = {}
@@ -367,6 +411,12 @@ class Engine:
         params = default_params(sig, systems) if params is None else params
         b = params.positions.shape[0]
         n_real = b if n_real is None else n_real
+        key = ("fixed", sig, dataclasses.replace(options, max_cycle=int(fixed_cycles), fallback=None), b) \
+            if fixed_cycles is not None else ("scf", sig, options, b)
+        with self._stage("SCF", sig, b, key):
+            return self._solve(sig, systems, options, fixed_cycles, params, b, n_real, dm0)
+
+    def _solve(self, sig, systems, options, fixed_cycles, params, b, n_real, dm0):
         one, blocks, grid = self.integrals(sig, systems, params)
         if dm0 is None:
             dm0 = self.guess(sig, systems, params, one["overlap"])
@@ -400,8 +450,12 @@ class Engine:
     def gradient(self, sig: Signature, systems, params: Params, ints, mo_coeff, mo_occ) -> np.ndarray:
         """Analytic nuclear gradients dE/dR (Hartree/Bohr) of a batch at its SCF
         solutions (fixed-orbital energy differentiated through every stage)."""
-        one, blocks, grid = ints
         b = params.positions.shape[0]
+        with self._stage("gradient", sig, b, ("dE", sig, b)):
+            return self._gradient(sig, systems, params, ints, mo_coeff, mo_occ, b)
+
+    def _gradient(self, sig, systems, params, ints, mo_coeff, mo_occ, b):
+        one, blocks, grid = ints
         ref = one["overlap"]
 
         def parts_grad(system, prm, o, bl, g, c, occ, s0):
@@ -427,6 +481,19 @@ class Engine:
                 stages.grid_part, sig)))(systems, params, g_grid)
         return np.asarray(total)
 
+    @contextlib.contextmanager
+    def _stage(self, what: str, sig: Signature, b: int, key):
+        """Log a stage that has to compile (first use of ``key``): what, for which
+        signature, and how long compiling and running took."""
+        if key in self._programs:
+            yield
+            return
+        log.info("compiling the %s for %s, batch %d (once per size; later molecules of this size reuse it)",
+                 what, sig.describe(), b)
+        t0, built = time.perf_counter(), self.built
+        yield
+        log.info("%s compiled (%d programs) and run in %.1f s", what, self.built - built, time.perf_counter() - t0)
+
     # ------------------------------------------------------------------ user level
 
     def prepare(self, molecules: Sequence[Molecule], method: Method, restricted: bool | None = None
@@ -437,7 +504,7 @@ class Engine:
             if not isinstance(m, Molecule):
                 raise InputError(f"molecule {i}: expected a mess.Molecule, got {type(m).__name__}")
             try:
-                out.append(prepare(m, method, restricted))
+                out.append(prepare(m, method, restricted, self.memory_limit))
             except ValueError as exc:
                 raise InputError(f"molecule {i}: {exc}" if len(molecules) > 1 else str(exc)) from None
         return out

@@ -20,18 +20,22 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 
 import numpy as np
 
 from mess.basis.shells import BasisLayout, BasisShape, GroupShape, shell_size
 from mess.engine.guess import minao_layout
+from mess.engine.resources import SizeEstimate, check_size, size_estimate
 from mess.errors import InputError
 from mess.grid import make_grid_plan
 from mess.grid.plan import default_block_size
 from mess.integrals.two_electron import (SCHWARZ_THRESHOLD, QuartetClass, QuartetPopulation, _work_per_primitive,
-                                         choose_class_shapes, class_counts, padded_quartet_count, quartet_population,
+                                         choose_class_shapes, class_counts, padded_quartet_count, pair_list, quartet_population,
                                          schwarz_bounds, size_bucket)
 from mess.structure import Molecule
+
+log = logging.getLogger("mess")
 
 #: Precisions the engine offers (float32 modes are a later addition).
 PRECISIONS = ("float64",)
@@ -201,6 +205,7 @@ class Prepared:
             per-shell occupations.
         population: unique quartets screened at this geometry.
         npts: grid points (0 for HF).
+        size: the memory estimate checked before the quartets were listed.
     """
 
     molecule: Molecule
@@ -211,6 +216,7 @@ class Prepared:
     guess_occupation: np.ndarray
     population: QuartetPopulation
     npts: int
+    size: SizeEstimate | None = None
 
     @functools.cached_property
     def counts(self) -> dict:
@@ -227,25 +233,45 @@ class Prepared:
         return _cost(self.method, self.layout.shape(), self.natom, self.npts, classes, cycles)
 
 
-def prepare(molecule: Molecule, method: Method, restricted: bool | None = None) -> Prepared:
+def prepare(molecule: Molecule, method: Method, restricted: bool | None = None,
+            memory_limit: int | None = None) -> Prepared:
     """The host data of ``molecule`` for ``method``: basis and MINAO layouts, quartets
-    screened at the molecule's geometry, grid size. Raises ``ValueError`` naming the
-    problem (basis lacking an element, restricted with unpaired electrons, ...)."""
+    screened at the molecule's geometry, grid size. Raises ``InputError`` naming the
+    problem (basis lacking an element, restricted with unpaired electrons, a molecule
+    whose :class:`~mess.engine.resources.SizeEstimate` exceeds ``memory_limit`` bytes,
+    default the machine's memory, ...) before anything large is allocated."""
     if restricted is None:
         restricted = molecule.spin == 0
     if restricted and molecule.spin != 0:
         raise InputError(f"restricted calculation requested for spin {molecule.spin}; use restricted=False")
+    layout, bounds, npts, size = _sizes(molecule, method)
+    check_size(size, memory_limit, method.basis)
+    log.log(logging.INFO if size.device_bytes + size.host_bytes > 2**30 else logging.DEBUG, "%s", size.describe())
+    guess_layout, guess_occ = minao_layout(molecule.numbers, method.cart)
+    population = quartet_population(layout, bounds, method.schwarz_threshold)
+    return Prepared(molecule, method, bool(restricted), layout, guess_layout, guess_occ, population, int(npts),
+                    size)
+
+
+def estimate(molecule: Molecule, method: Method) -> SizeEstimate:
+    """The memory ``molecule`` needs with ``method`` (:class:`~mess.engine.resources.SizeEstimate`),
+    from its basis, Schwarz bounds and grid size only: seconds even for molecules far
+    too large to run."""
+    return _sizes(molecule, method)[3]
+
+
+def _sizes(molecule: Molecule, method: Method):
     from mess.basis.shells import basis_layout
 
     layout = basis_layout(molecule.numbers, method.basis, method.cart)
-    guess_layout, guess_occ = minao_layout(molecule.numbers, method.cart)
     if method.schwarz_threshold > 0:
         bounds = schwarz_bounds(layout, molecule.numbers, np.asarray(molecule.positions))
     else:
         bounds = None
-    population = quartet_population(layout, bounds, method.schwarz_threshold)
     npts = make_grid_plan(molecule.numbers, method.grid_level).npts if method.dft else 0
-    return Prepared(molecule, method, bool(restricted), layout, guess_layout, guess_occ, population, int(npts))
+    size = size_estimate(molecule.natom, layout, pair_list(layout), bounds, method.schwarz_threshold, npts,
+                         DENSE_JK_NAO, method.jk, method.functional.family == "gga")
+    return layout, bounds, npts, size
 
 
 def _padded_shape(layouts: list[BasisLayout], cart: bool, rounding: bool) -> BasisShape:

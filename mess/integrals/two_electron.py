@@ -250,13 +250,7 @@ def quartet_population(layout: BasisLayout, bounds: list[np.ndarray] | None,
     for u, (la, lb, ia, ib, sa, sb) in enumerate(pairs):
         for v in range(u + 1):
             lc, ld, ic, id_, sc, sd = pairs[v]
-            P, Q = np.meshgrid(np.arange(len(ia)), np.arange(len(ic)), indexing="ij")
-            P, Q = P.ravel(), Q.ravel()
-            if u == v:
-                keep = P >= Q
-                P, Q = P[keep], Q[keep]
-            keep = bounds[u][P] * bounds[v][Q] >= threshold
-            P, Q = P[keep], Q[keep]
+            P, Q = _screened_pairs(bounds[u], bounds[v], threshold, u == v)
             if P.size == 0:
                 continue
             if u == v:  # (ab|cd) = (cd|ab): put the pair with more primitives first
@@ -270,6 +264,26 @@ def quartet_population(layout: BasisLayout, bounds: list[np.ndarray] | None,
                      + ((u == v) & (P == Q)))
             out[(la, lb, lc, ld)] = (nprim[shells].T.copy(), rows, nsame)
     return QuartetPopulation(out)
+
+
+def _screened_pairs(bu: np.ndarray, bv: np.ndarray, threshold: float, same: bool,
+                    block: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs ``(P, Q)``, in P-major order, with ``bu[P] bv[Q] >= threshold`` (and
+    ``P >= Q`` when both come from one pair class), looked at in blocks of about
+    ``block`` candidates so that memory follows the pairs kept, not all candidates."""
+    rows = max(1, block // max(1, len(bv)))
+    out_p, out_q = [], []
+    for p0 in range(0, len(bu), rows):
+        P, Q = np.meshgrid(np.arange(p0, min(p0 + rows, len(bu))), np.arange(len(bv)), indexing="ij")
+        P, Q = P.ravel(), Q.ravel()
+        keep = bu[P] * bv[Q] >= threshold
+        if same:
+            keep &= P >= Q
+        out_p.append(P[keep])
+        out_q.append(Q[keep])
+    if not out_p:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(out_p), np.concatenate(out_q)
 
 
 def _work_per_primitive(ls: tuple[int, int, int, int]) -> int:
