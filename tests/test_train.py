@@ -92,7 +92,7 @@ def test_loss_minimum_is_the_scf_energy(water_batch, water, engine):
 
 def test_predicted_energy_is_invariant_under_translation_and_rotation(water_batch, water, engine):
     model = AOTransformer.tiny(jax.random.PRNGKey(0))
-    model = eqx.tree_at(lambda m: m.physics_weights, model, jnp.asarray([0.0, 0.01, -0.02, 0.05]))
+    model = eqx.tree_at(lambda m: m.physics_weights, model, jnp.asarray([0.0, 0.01, -0.02, 0.05, 0.03, -0.01]))
     pos = np.asarray(water.positions)
     theta = 0.7
     rot = np.array([[np.cos(theta), -np.sin(theta), 0.0], [np.sin(theta), np.cos(theta), 0.0], [0.0, 0.0, 1.0]])

@@ -13,6 +13,7 @@ molecule) carry weight 0.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 
@@ -24,7 +25,7 @@ from jaxtyping import Array, Float
 
 from mess.engine.engine import Engine, default_engine, require_float64
 from mess.engine.signature import Method, Signature
-from mess.engine.system import build, default_params, stack
+from mess.engine.system import System, build, default_params, stack
 from mess.errors import InputError
 from mess.structure import Molecule, require_molecule
 from mess.train.model import AOTokens, ao_tokens, physics_matrices
@@ -37,26 +38,39 @@ class TrainingBatch(eqx.Module):
     Attributes:
         problems: their :class:`~mess.train.objective.EnergyProblem` (batched).
         tokens: their :class:`~mess.train.model.AOTokens` (batched).
+        systems: their padded :class:`~mess.engine.system.System` (batched; for
+            evaluation SCF runs).
         weight: 1 for a molecule, 0 for a padding item ``[b]``.
-        index: position of each item in the caller's list (-1 for padding) ``[b]``.
+        index: position of each item in the caller's list (-1 for padding) ``[b]``
+            (data, not static: batches of one signature share the compiled step).
         signature: the bucket's signature (static).
     """
 
     problems: EnergyProblem
     tokens: AOTokens
+    systems: System
     weight: Float[Array, " b"]
-    index: np.ndarray = eqx.field(static=True, converter=lambda a: tuple(int(i) for i in a))
+    index: np.ndarray = eqx.field(converter=lambda a: np.asarray(a, np.int64))
     signature: Signature = eqx.field(static=True)
 
 
-def training_batches(molecules: Sequence[Molecule], basis: str = "sto-3g", xc: str = "b3lyp",
-                     grid_level: int = 3, batch_size: int | None = None, engine: Engine | None = None,
-                     restricted: bool | None = None) -> list[TrainingBatch]:
-    """The :class:`TrainingBatch` list of ``molecules`` (any sizes, elements, charges;
-    every quartet kept, so the problems hold for exactly these geometries), one or
-    more per padding bucket, with at most ``batch_size`` molecules each (default: a
-    whole bucket)."""
-    require_float64()
+@dataclasses.dataclass(frozen=True)
+class HostBatch:
+    """The host-side (NumPy) part of a :class:`TrainingBatch`: padded systems and AO
+    tokens, built without touching the device (safe in a background thread)."""
+
+    signature: Signature
+    systems: System
+    tokens: AOTokens
+    weight: np.ndarray
+    index: np.ndarray
+
+
+def host_batches(molecules: Sequence[Molecule], basis: str = "sto-3g", xc: str = "b3lyp", grid_level: int = 3,
+                 batch_size: int | None = None, engine: Engine | None = None, restricted: bool | None = None,
+                 known: Sequence[Signature] | None = None) -> list[HostBatch]:
+    """Plan ``molecules`` into padding buckets and pad them (host only; see
+    :func:`training_batches`)."""
     molecules = list(molecules)
     if not molecules:
         raise InputError("training needs at least one molecule")
@@ -68,7 +82,7 @@ def training_batches(molecules: Sequence[Molecule], basis: str = "sto-3g", xc: s
     method = Method(basis, xc, False, grid_level, 0.0)
     prepared = engine.prepare(molecules, method, restricted)
     out = []
-    for bucket in engine.plan(prepared).buckets:
+    for bucket in engine.plan(prepared, known=known).buckets:
         sig, members = bucket.signature, list(bucket.members)
         size = min(batch_size or len(members), len(members))
         for start in range(0, len(members), size):
@@ -76,16 +90,43 @@ def training_batches(molecules: Sequence[Molecule], basis: str = "sto-3g", xc: s
             pad = size - len(part)
             items = part + [part[-1]] * pad
             systems = stack([build(prepared[i], sig) for i in items])
-            params = default_params(sig, systems)
-            one, blocks, grid = engine.integrals(sig, systems, params)
-            dm_guess = engine.guess(sig, systems, params, one["overlap"])
-            problems = engine.program(("train-problem", sig, size), lambda s=sig: jax.jit(jax.vmap(
-                functools.partial(energy_problem, s))))(systems, params, one, blocks, grid, dm_guess)
-            tokens = jax.tree.map(lambda *a: jnp.stack(a), *[
+            tokens = jax.tree.map(lambda *a: np.stack(a), *[
                 ao_tokens(prepared[i].layout, prepared[i].molecule.numbers, sig.basis) for i in items])
-            weight = jnp.asarray([1.0] * len(part) + [0.0] * pad)
-            out.append(TrainingBatch(problems, tokens, weight, np.asarray(part + [-1] * pad), sig))
+            weight = np.asarray([1.0] * len(part) + [0.0] * pad)
+            out.append(HostBatch(sig, systems, tokens, weight, np.asarray(part + [-1] * pad)))
     return out
+
+
+def device_batch(host: HostBatch, engine: Engine | None = None) -> TrainingBatch:
+    """The :class:`TrainingBatch` of ``host``: integrals, grid, MINAO density and
+    :class:`~mess.train.objective.EnergyProblem` of every item, by programs compiled
+    once per signature and batch size."""
+    require_float64()
+    engine = engine or default_engine()
+    sig, size = host.signature, int(host.weight.shape[0])
+    systems = jax.tree.map(jnp.asarray, host.systems)
+    params = default_params(sig, systems)
+    one, blocks, grid = engine.integrals(sig, systems, params)
+    dm_guess = engine.guess(sig, systems, params, one["overlap"])
+    problems = engine.program(("train-problem", sig, size), lambda s=sig: jax.jit(jax.vmap(
+        functools.partial(energy_problem, s))))(systems, params, one, blocks, grid, dm_guess)
+    tokens = jax.tree.map(jnp.asarray, host.tokens)
+    return TrainingBatch(problems, tokens, systems, jnp.asarray(host.weight), host.index, sig)
+
+
+def training_batches(molecules: Sequence[Molecule], basis: str = "sto-3g", xc: str = "b3lyp",
+                     grid_level: int = 3, batch_size: int | None = None, engine: Engine | None = None,
+                     restricted: bool | None = None, known: Sequence[Signature] | None = None
+                     ) -> list[TrainingBatch]:
+    """The :class:`TrainingBatch` list of ``molecules`` (any sizes, elements, charges;
+    every quartet kept, so the problems hold for exactly these geometries), one or
+    more per padding bucket, with at most ``batch_size`` molecules each (default: a
+    whole bucket). ``known``: signatures to reuse where they fit (default: those the
+    engine has compiled; see :meth:`mess.Engine.plan`)."""
+    require_float64()
+    engine = engine or default_engine()
+    return [device_batch(h, engine) for h in host_batches(molecules, basis, xc, grid_level, batch_size, engine,
+                                                          restricted, known)]
 
 
 def item_energies(model, batch: TrainingBatch, cycles: int = 0, mixing: float = 0.5) -> Float[Array, " b"]:
@@ -94,6 +135,15 @@ def item_energies(model, batch: TrainingBatch, cycles: int = 0, mixing: float = 
         return predicted_energy(problem, model(tokens, physics_matrices(problem)), cycles, mixing)
 
     return jax.vmap(one)(batch.problems, batch.tokens)
+
+
+def baseline_energies(batch: TrainingBatch, cycles: int = 0, mixing: float = 0.5) -> Float[Array, " b"]:
+    """Energy of every item at ``W = 0`` (the MINAO density followed by the same
+    ``cycles`` steps; Hartree): what a model is measured against."""
+    def one(problem):
+        return predicted_energy(problem, jnp.zeros_like(problem.x), cycles, mixing)
+
+    return jax.vmap(one)(batch.problems)
 
 
 def batch_loss(model, batch: TrainingBatch, cycles: int = 0, mixing: float = 0.5) -> Float[Array, ""]:

@@ -4,7 +4,8 @@
 token embedded from its element and shell (an element-specific AO embedding) and its
 angular momentum, and attention between AOs is biased, per head, by the AO-level
 physics of the geometry: the overlap, the core Hamiltonian, the MINAO density and its
-Fock matrix (the recipe of Mathiasen et al. 2024). The output is
+Fock matrix, and the density and Fock matrix one SCF step later (the recipe of
+Mathiasen et al. 2024). The output is
 ``W = sum_c (gamma_c o M_c)``: each physics matrix ``M_c`` scaled elementwise by a
 symmetric factor ``gamma_c[i, j] = <u_c(h_i), v_c(h_j)>`` (symmetrised) of the AO
 features, plus a learned constant per matrix, zero on padding AOs.
@@ -36,12 +37,14 @@ MAX_SHELLS = 16
 MAX_L = 7
 #: Elements with a token (Z < 87).
 NUM_ELEMENTS = 87
-#: Physics matrices the attention and the output read: S, H_core, D_MINAO, F[D_MINAO].
-NUM_PHYSICS = 4
+#: Physics matrices the attention and the output read: S, H_core, D_MINAO, F[D_MINAO],
+#: and the density of F[D_MINAO] with its Fock matrix (one SCF step).
+NUM_PHYSICS = 6
 
 
 class AOTokens(eqx.Module):
-    """The AO tokens of one molecule in a signature's AO order (host-built ints).
+    """The AO tokens of one molecule in a signature's AO order (built on the host as
+    NumPy arrays; JAX arrays once on the device).
 
     Attributes:
         shell: ``Z * MAX_SHELLS + (shell index on its atom)`` per AO ``[n]``.
@@ -75,7 +78,7 @@ def ao_tokens(layout: BasisLayout, numbers, shape: BasisShape) -> AOTokens:
         angular[rows] = int(layout.l[s])
         block[rows] = s
         mask[rows] = True
-    return AOTokens(jnp.asarray(shell), jnp.asarray(angular), jnp.asarray(block), jnp.asarray(mask))
+    return AOTokens(shell, angular, block, mask)
 
 
 def block_norms(tokens: AOTokens, m: Float[Array, "c n n"]) -> Float[Array, "c n n"]:
@@ -182,10 +185,12 @@ class AOTransformer(eqx.Module):
         return jnp.where(mask, w, 0.0)
 
 
-def physics_matrices(problem) -> Float[Array, "4 n n"]:
-    """S, H_core, the MINAO density and its Fock matrix (spin-summed density and
-    spin-averaged Fock for unrestricted problems) of an
-    :class:`~mess.train.objective.EnergyProblem`: the network's view of the geometry."""
-    dm = jnp.sum(problem.dm_guess, axis=0)
-    f0 = jnp.mean(problem.fock0, axis=0)
-    return jnp.stack([problem.ham.overlap, problem.ham.hcore, dm, f0])
+def physics_matrices(problem) -> Float[Array, "6 n n"]:
+    """S, H_core, the MINAO density and its Fock matrix, and the density and Fock
+    matrix one SCF step later (spin-summed densities and spin-averaged Fock matrices
+    for unrestricted problems) of an :class:`~mess.train.objective.EnergyProblem`: the
+    network's view of the geometry (the inputs of Mathiasen et al. 2024: core
+    Hamiltonian, overlap, MINAO density and one DFT step built from it)."""
+    return jnp.stack([problem.ham.overlap, problem.ham.hcore, jnp.sum(problem.dm_guess, axis=0),
+                      jnp.mean(problem.fock0, axis=0), jnp.sum(problem.dm_step, axis=0),
+                      jnp.mean(problem.fock_step, axis=0)])

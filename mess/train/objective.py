@@ -45,6 +45,9 @@ class EnergyProblem(eqx.Module):
         occ: aufbau occupations per spin channel ``[c, n]`` (c = 1 restricted, 2 not).
         dm_guess: MINAO density per channel ``[c, n, n]``.
         fock0: the Fock matrix of the MINAO density per channel ``[c, n, n]``, Hartree.
+        dm_step, fock_step: the density of ``fock0`` (one plain SCF step from MINAO)
+            and its Fock matrix per channel ``[c, n, n]``: with ``fock0``, the
+            direction of the SCF correction (Roothaan 1951), read by the network.
         ao_mask: real (not padding) AOs ``[n]``.
     """
 
@@ -54,6 +57,8 @@ class EnergyProblem(eqx.Module):
     occ: Float[Array, "c n"]
     dm_guess: Float[Array, "c n n"]
     fock0: Float[Array, "c n n"]
+    dm_step: Float[Array, "c n n"]
+    fock_step: Float[Array, "c n n"]
     ao_mask: Bool[Array, " n"]
 
     @property
@@ -84,8 +89,11 @@ def energy_problem(sig: Signature, system: System, params: Params, one: dict, bl
     nocc, occ_value = channel_occupancy(system.nelec, sig.restricted)
     occ = aufbau(n, nocc, occ_value, ham.overlap.dtype)
     dm_c = dm_guess[None] if sig.restricted else dm_guess
-    problem = EnergyProblem(ham, x, keep, occ, dm_c, jnp.zeros_like(dm_c), jnp.asarray(system.ao_mask))
-    return eqx.tree_at(lambda p: p.fock0, problem, fock(problem, dm_c))
+    zero = jnp.zeros_like(dm_c)
+    problem = EnergyProblem(ham, x, keep, occ, dm_c, zero, zero, zero, jnp.asarray(system.ao_mask))
+    problem = eqx.tree_at(lambda p: p.fock0, problem, fock(problem, dm_c))
+    dm1 = density_from_fock(problem, problem.fock0)
+    return eqx.tree_at(lambda p: (p.dm_step, p.fock_step), problem, (dm1, fock(problem, dm1)))
 
 
 def density_from_fock(problem: EnergyProblem, f: Float[Array, "c n n"]) -> Float[Array, "c n n"]:

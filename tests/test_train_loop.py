@@ -1,0 +1,135 @@
+"""The training loop: a run interrupted and resumed from its checkpoint equals an
+uninterrupted one (same steps, optimiser state, data order), the files it writes, and
+one-line errors for bad configs and commands."""
+
+import json
+
+import equinox as eqx
+import jax
+import numpy as np
+import pytest
+
+import mess
+from mess.cli import main
+from mess.train import config as cfg
+from mess.train.loop import Trainer, checkpoints, train
+from mess.train.stream import round_molecules
+
+TINY = dict(smiles=("[H][H]", "O"), xc="hf", conformers_per_round=2, eval_conformers=1, steps=6,
+            steps_per_round=2, batch_size=4, eval_every=6, checkpoint_every=4, cycles=0, warmup_steps=1,
+            learning_rate=1e-2)
+
+
+class Stop(Exception):
+    pass
+
+
+def _leaves(trainer_state):
+    return [np.asarray(a) for a in jax.tree.leaves(eqx.filter(trainer_state, eqx.is_array))]
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    c = cfg.TrainConfig(**TINY)
+    engine = mess.Engine()
+    whole = train(c, tmp_path / "whole", progress=False, engine=engine)
+
+    def crash(step, loss):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(c, tmp_path / "cut", progress=False, engine=engine, on_step=crash)
+    assert [p.stem for p in checkpoints(tmp_path / "cut")] == ["step-000003"]  # written on the interrupt
+    with pytest.raises(mess.InputError, match="already holds a run"):
+        train(c, tmp_path / "cut", progress=False, engine=engine)
+    resumed = train(c, tmp_path / "cut", resume=True, progress=False, engine=engine)
+
+    def final(out):
+        t = Trainer(c)
+        t.load(checkpoints(out)[-1])
+        return _leaves((t.model, t.opt_state))
+
+    for a, b in zip(final(tmp_path / "whole"), final(tmp_path / "cut")):
+        np.testing.assert_array_equal(a, b)
+    loss = [(tmp_path / d / "loss.csv").read_text().splitlines() for d in ("whole", "cut")]
+    assert [r.split(",")[:2] for r in loss[0]] == [r.split(",")[:2] for r in loss[1]]
+    assert len(loss[0]) == 1 + c.steps
+    rows = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 6]
+    assert resumed["energy_error_mha"] == pytest.approx(whole["energy_error_mha"], rel=1e-10)
+    for key in ("energy_error_mha", "minao_energy_error_mha", "scf_iterations_model", "scf_iterations_minao",
+                "homo_error_mha", "lumo_error_mha", "density_error"):
+        assert np.isfinite(rows[-1][key])
+    assert (tmp_path / "cut" / "learning_curve.png").stat().st_size > 1000
+    # the data stream depends on the round only
+    a, b = round_molecules(c, 1), round_molecules(c, 1)
+    assert all(np.array_equal(x.positions, y.positions) for x, y in zip(a, b))
+    assert not np.allclose(round_molecules(c, 0)[0].positions, a[0].positions)
+
+
+def test_config_round_trips_through_toml(tmp_path):
+    c = cfg.TrainConfig(**TINY)
+    p = tmp_path / "c.toml"
+    p.write_text(cfg.to_toml(c))
+    assert cfg.load(p) == c
+
+
+@pytest.mark.parametrize("text, message", [
+    ("stepz = 3\n", "unknown option 'stepz'"),
+    ("steps = 0\n", "steps must be a positive integer"),
+    ("model = 'huge'\n", "unknown model 'huge'"),
+    ("smiles = 'CCO'\n", "smiles must be a list"),
+    ("cycles = -1\n", "cycles must be a non-negative integer"),
+    ("mixing = 1.5\n", "mixing must be in"),
+    ("steps = [\n", "not valid TOML"),
+])
+def test_bad_config_is_one_line_exit_2(tmp_path, capsys, text, message):
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    assert main(["train", str(p), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_bad_train_commands_are_one_line_exit_2(tmp_path, capsys):
+    cases = [(["train", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "o")], "no config file"),
+             (["train", "--preset", "demo", "--steps", "0", "--out", str(tmp_path / "o")], "steps must be"),
+             (["train", "--task", "supervised", "--out", str(tmp_path / "o")], "needs a dataset")]
+    for argv, message in cases:
+        assert main(argv + ["--no-progress"]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+
+
+SHARDED = r"""
+import os, sys
+import jax, numpy as np, equinox as eqx
+jax.config.update("jax_enable_x64", True)
+import mess
+from mess.train import AOTransformer, batch_loss, training_batches
+from mess.train.loop import shard
+assert jax.device_count() == 2, jax.devices()
+mols = [mess.Molecule.from_smiles(s) for s in ("O", "[H][H]", "N", "[H]F")]
+(batch,) = training_batches(mols, "sto-3g", "hf")
+model = AOTransformer.tiny(jax.random.PRNGKey(0))
+f = eqx.filter_jit(eqx.filter_value_and_grad(batch_loss))
+l1, g1 = f(model, batch)
+sb = shard(batch)
+assert len(sb.weight.sharding.device_set) == 2
+l2, g2 = f(model, sb)
+np.testing.assert_allclose(float(l2), float(l1), rtol=1e-12)
+for a, b in zip(jax.tree.leaves(eqx.filter(g1, eqx.is_array)), jax.tree.leaves(eqx.filter(g2, eqx.is_array))):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-9, atol=1e-12)
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_data_parallel_step_equals_single_device(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
