@@ -495,9 +495,9 @@ def train_command(args) -> int:
     try:
         if args.config and args.preset:
             raise InputError("give a config file or --preset, not both")
-        c = cfg.load(args.config) if args.config else cfg.preset(args.preset or "demo")
         given = {"task": args.task, "data": args.data, "steps": args.steps}
-        c = cfg.from_mapping({k: v for k, v in given.items() if v is not None}, base=c, where="command line")
+        given = {k: v for k, v in given.items() if v is not None}
+        c = cfg.load(args.config, given) if args.config else cfg.preset(args.preset or "demo", given)
         from mess.train.loop import train
 
         m = train(c, args.out, resume=args.resume, progress=not args.no_progress)
@@ -507,8 +507,15 @@ def train_command(args) -> int:
         print(f"mess: interrupted; the run is checkpointed, continue it with: mess train ... --out {args.out} "
               "--resume", file=sys.stderr)
         return 130
-    print(summary_text(m, args.out))
+    print(summary_text(m, args.out) if c.task == "energy-loss" else supervised_text(m, args.out))
     return 0
+
+
+def supervised_text(m: dict, out: str) -> str:
+    """The closing lines of ``mess train --task supervised``."""
+    return "\n".join([f"validation MAE of {m['target']}: {m['val_mae_mha']:.3f} mHa on {m['val_rows']} rows "
+                      f"(reference only: {m['val_mae_reference_only_mha']:.3f} mHa), {m['train_rows']} training rows",
+                      f"wrote {out}/metrics.jsonl, {out}/scaling.json, {out}/mae_vs_rows.png"])
 
 
 def summary_text(m: dict, out: str) -> str:

@@ -79,6 +79,7 @@ def test_config_round_trips_through_toml(tmp_path):
     ("steps = 0\n", "steps must be a positive integer"),
     ("model = 'huge'\n", "unknown model 'huge'"),
     ("smiles = 'CCO'\n", "smiles must be a list"),
+    ("scaling_fractions = [0.5, 2]\n", "scaling_fractions must be"),
     ("cycles = -1\n", "cycles must be a non-negative integer"),
     ("mixing = 1.5\n", "mixing must be in"),
     ("steps = [\n", "not valid TOML"),
@@ -133,3 +134,34 @@ def test_data_parallel_step_equals_single_device(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_supervised_baseline_trains_on_a_generated_dataset(tmp_path, capsys):
+    from mess.dataset import Settings, generate
+
+    src = tmp_path / "mols.smi"
+    src.write_text("O\nC\nN\nCO\nCC\nC=O\n")
+    generate(Settings(source=str(src), xc="hf", conformers=3), tmp_path / "data", progress=False, workers=0)
+    config = tmp_path / "sup.toml"
+    config.write_text("task = 'supervised'\nsteps = 60\neval_every = 30\nbatch_size = 8\nwarmup_steps = 5\n"
+                      "learning_rate = 3e-3\nscaling_fractions = [0.5, 1.0]\nvalidation_fraction = 0.25\n")
+    out = tmp_path / "run"
+    assert main(["train", str(config), "--data", str(tmp_path / "data"), "--out", str(out), "--no-progress"]) == 0
+    assert "validation MAE of energy" in capsys.readouterr().out
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    final = [r for r in rows if r["step"] == 60]
+    assert [r["train_rows"] for r in final] == sorted(r["train_rows"] for r in final) and len(final) == 2
+    for r in final:
+        assert np.isfinite(r["val_mae_mha"]) and r["val_rows"] >= 1
+    assert (out / "mae_vs_rows.png").stat().st_size > 1000
+    assert len(json.loads((out / "scaling.json").read_text())) == 2
+
+
+def test_reference_energies_fit_element_counts():
+    from mess.train.supervised import reference_energies
+
+    z = np.array([[8, 1, 1, 0], [6, 1, 1, 1], [1, 1, 0, 0], [8, 8, 0, 0]])
+    e_true = np.zeros(87)
+    e_true[[1, 6, 8]] = [-0.5, -37.8, -75.0]
+    y = np.array([np.sum(e_true[row[row > 0]]) for row in z])
+    np.testing.assert_allclose(reference_energies(z, y)[[1, 6, 8]], e_true[[1, 6, 8]], rtol=1e-12)

@@ -57,6 +57,9 @@ class TrainConfig:
         conv_tol: convergence threshold (Hartree) of the reference and guess-test SCF.
         data: directory of a ``mess generate`` dataset (supervised task).
         target: column the supervised model predicts (``energy`` or ``gap``).
+        validation_fraction: rows of the dataset held out for validation (supervised).
+        scaling_fractions: nested fractions of the training rows the supervised
+            baseline is trained on, one model each, for the MAE-against-rows plot.
     """
 
     task: str = "energy-loss"
@@ -85,6 +88,8 @@ class TrainConfig:
     conv_tol: float = 1e-9
     data: str | None = None
     target: str = "energy"
+    validation_fraction: float = 0.2
+    scaling_fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
 
     def __post_init__(self):
         check(self)
@@ -138,6 +143,11 @@ def check(c: TrainConfig) -> None:
         raise InputError(f"final_lr_fraction must be in [0, 1], got {c.final_lr_fraction!r}")
     if c.task == "supervised" and not c.data:
         raise InputError("the supervised task needs a dataset: --data DIR (a mess generate output)")
+    if not 0 < c.validation_fraction < 1:
+        raise InputError(f"validation_fraction must be in (0, 1), got {c.validation_fraction!r}")
+    if not c.scaling_fractions or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1
+                                      for f in c.scaling_fractions):
+        raise InputError(f"scaling_fractions must be numbers in (0, 1], got {c.scaling_fractions!r}")
     if c.target not in ("energy", "gap"):
         raise InputError(f"target must be 'energy' or 'gap', got {c.target!r}")
 
@@ -149,40 +159,44 @@ PRESETS = {
 }
 
 
-def preset(name: str) -> TrainConfig:
-    """The named preset (``"demo"``)."""
+def preset(name: str, overrides: dict | None = None) -> TrainConfig:
+    """The named preset (``"demo"``), with ``overrides`` replacing its values."""
     if name not in PRESETS:
         raise InputError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
-    return TrainConfig(**PRESETS[name])
+    return from_mapping({**PRESETS[name], **(overrides or {})}, where=f"preset {name}")
 
 
-def from_mapping(values: dict, base: TrainConfig | None = None, where: str = "config") -> TrainConfig:
-    """``base`` (default: the defaults) with the options in ``values`` replaced."""
-    base = base or TrainConfig()
+def from_mapping(values: dict, where: str = "config") -> TrainConfig:
+    """The defaults with the options in ``values`` replaced (checked once, together)."""
     names = {f.name: f for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise InputError(f"{where}: unknown option {unknown[0]!r} (options: {', '.join(names)})")
     clean = {}
     for k, v in values.items():
-        if k in ("smiles", "held_out_smiles"):
+        if k in ("smiles", "held_out_smiles", "scaling_fractions"):
             if isinstance(v, str) or not isinstance(v, (list, tuple)):
-                raise InputError(f"{where}: {k} must be a list of SMILES strings")
+                raise InputError(f"{where}: {k} must be a list")
             v = tuple(v)
         clean[k] = v
-    return dataclasses.replace(base, **clean)
+    return TrainConfig(**clean)
 
 
-def load(path) -> TrainConfig:
-    """A :class:`TrainConfig` from a TOML file (top-level keys are the options)."""
+def read_toml(path) -> dict:
+    """The options of a TOML file (top-level keys), unchecked."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"no config file {path}")
     try:
-        values = tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: not valid TOML ({e})") from None
-    return from_mapping(values, where=str(path))
+
+
+def load(path, overrides: dict | None = None) -> TrainConfig:
+    """A :class:`TrainConfig` from a TOML file (top-level keys are the options), with
+    ``overrides`` (e.g. command-line options) replacing the file's values."""
+    return from_mapping({**read_toml(path), **(overrides or {})}, where=str(path))
 
 
 def to_toml(c: TrainConfig) -> str:
@@ -195,4 +209,5 @@ def to_toml(c: TrainConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["MODELS", "PRESETS", "TASKS", "TrainConfig", "check", "from_mapping", "load", "preset", "to_toml"]
+__all__ = ["MODELS", "PRESETS", "TASKS", "TrainConfig", "check", "from_mapping", "load", "preset", "read_toml",
+           "to_toml"]

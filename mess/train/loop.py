@@ -156,10 +156,13 @@ def batch_for_step(c: cfg.TrainConfig, batches: list, step: int, r: int):
 def train(c: cfg.TrainConfig, out, resume: bool = False, progress: bool = True, engine: Engine | None = None,
           on_step=None) -> dict:
     """Run (or, with ``resume``, continue) the training run ``c`` in ``out``. Returns the
-    last evaluation's metrics. ``on_step(step, loss)`` is called after every step."""
+    last evaluation's metrics. ``on_step(step, loss)`` is called after every step. The
+    supervised task runs :func:`mess.train.supervised.train_supervised`."""
     require_float64()
-    if c.task != "energy-loss":
-        raise InputError(f"task {c.task!r} is not available yet (use 'energy-loss')")
+    if c.task == "supervised":
+        from mess.train.supervised import train_supervised
+
+        return train_supervised(c, out, progress)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     found = checkpoints(out)
