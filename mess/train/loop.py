@@ -50,18 +50,21 @@ log = logging.getLogger("mess")
 KEEP_CHECKPOINTS = 2
 
 
+def schedule(c: cfg.TrainConfig) -> optax.Schedule:
+    """Linear warm-up from 0 to ``learning_rate`` over ``warmup_steps``, then cosine
+    decay to ``final_lr_fraction`` of it at ``steps`` (Loshchilov & Hutter, ICLR 2017)."""
+    return optax.warmup_cosine_decay_schedule(0.0, c.learning_rate, max(c.warmup_steps, 1),
+                                              max(c.steps, c.warmup_steps + 1), c.learning_rate * c.final_lr_fraction)
+
+
 def optimizer(c: cfg.TrainConfig) -> optax.GradientTransformation:
-    """Global-norm clipping, then AdamW with warm-up and cosine decay."""
-    schedule = optax.warmup_cosine_decay_schedule(0.0, c.learning_rate, max(c.warmup_steps, 1),
-                                                  max(c.steps, c.warmup_steps + 1),
-                                                  c.learning_rate * c.final_lr_fraction)
-    return optax.chain(optax.clip_by_global_norm(c.clip_norm), optax.adamw(schedule, weight_decay=c.weight_decay))
+    """Global-norm clipping, then AdamW with :func:`schedule`."""
+    return optax.chain(optax.clip_by_global_norm(c.clip_norm), optax.adamw(schedule(c), weight_decay=c.weight_decay))
 
 
 def learning_rate(c: cfg.TrainConfig, step: int) -> float:
-    return float(optax.warmup_cosine_decay_schedule(0.0, c.learning_rate, max(c.warmup_steps, 1),
-                                                    max(c.steps, c.warmup_steps + 1),
-                                                    c.learning_rate * c.final_lr_fraction)(step))
+    """The learning rate of ``step`` (0-based)."""
+    return float(schedule(c)(step))
 
 
 def new_model(c: cfg.TrainConfig) -> AOTransformer:
