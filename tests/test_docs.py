@@ -25,6 +25,14 @@ def fenced_blocks(path: Path, language: str) -> list[str]:
     return [textwrap.dedent(m.group(2)) for m in re.finditer(pattern, text, re.M | re.S)]
 
 
+def ordered_blocks(path: Path) -> list[tuple[str, str]]:
+    """``(language, block)`` of every Python and shell block, in page order (a Python
+    block may read what a shell block above it wrote)."""
+    text = path.read_text()
+    pattern = r"^( *)```(python|bash)\n(.*?)^\1```"
+    return [(m.group(2), textwrap.dedent(m.group(3))) for m in re.finditer(pattern, text, re.M | re.S)]
+
+
 def shell_commands(block: str) -> list[str]:
     """The commands of a shell block, without installation and test-suite steps (the
     test environment is that installation) and without comments."""
@@ -48,13 +56,17 @@ def _run_python(path: Path, tmp_path, monkeypatch) -> dict:
     return namespace
 
 
-def _run_shell(path: Path, tmp_path) -> None:
+def _shell_block(path: Path, block: str, tmp_path) -> None:
     env = dict(os.environ, MESS_CACHE_DIR=str(tmp_path / "cache"),
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    for cmd in shell_commands(block):
+        proc = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{path.name}: `{cmd}` exited {proc.returncode}: {proc.stderr[-2000:]}"
+
+
+def _run_shell(path: Path, tmp_path) -> None:
     for block in fenced_blocks(path, "bash"):
-        for cmd in shell_commands(block):
-            proc = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True)
-            assert proc.returncode == 0, f"{path.name}: `{cmd}` exited {proc.returncode}: {proc.stderr[-2000:]}"
+        _shell_block(path, block, tmp_path)
 
 
 def test_readme_python_runs(tmp_path, monkeypatch):
@@ -93,5 +105,10 @@ def test_readme_shell_runs(tmp_path):
 @pytest.mark.parametrize("page", [p.name for p in PAGES if fenced_blocks(p, "python") or fenced_blocks(p, "bash")])
 def test_page_runs(page, tmp_path, monkeypatch):
     path = ROOT / "docs" / page
-    _run_python(path, tmp_path, monkeypatch)
-    _run_shell(path, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for k, (language, block) in enumerate(ordered_blocks(path)):
+        if language == "python":
+            exec(compile(block, f"{path.name}[block {k}]", "exec"), namespace)  # noqa: S102 - our own docs
+        else:
+            _shell_block(path, block, tmp_path)

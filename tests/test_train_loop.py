@@ -155,6 +155,15 @@ def test_supervised_baseline_trains_on_a_generated_dataset(tmp_path, capsys):
         assert np.isfinite(r["val_mae_mha"]) and r["val_rows"] >= 1
     assert (out / "mae_vs_rows.png").stat().st_size > 1000
     assert len(json.loads((out / "scaling.json").read_text())) == 2
+    # a finished subset is kept on resume; a run is not overwritten without --resume
+    argv = ["train", str(config), "--data", str(tmp_path / "data"), "--out", str(out), "--no-progress"]
+    assert main(argv) == 2 and "already holds a run" in capsys.readouterr().err
+    scaling = json.loads((out / "scaling.json").read_text())
+    (out / "scaling.json").write_text(json.dumps(scaling[:1]))
+    assert main(argv + ["--resume"]) == 0
+    again = json.loads((out / "scaling.json").read_text())
+    assert [r["val_mae_mha"] for r in again] == [r["val_mae_mha"] for r in scaling]  # same data order, same numbers
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == len(rows)
 
 
 def test_reference_energies_fit_element_counts():

@@ -165,7 +165,7 @@ def train(c: cfg.TrainConfig, out, resume: bool = False, progress: bool = True, 
     if c.task == "supervised":
         from mess.train.supervised import train_supervised
 
-        return train_supervised(c, out, progress)
+        return train_supervised(c, out, progress, resume)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     found = checkpoints(out)

@@ -134,15 +134,27 @@ def _baseline(z, ref):
     return np.sum(np.where(z > 0, ref[z], 0.0), axis=1)
 
 
-def train_supervised(c, out, progress: bool = True) -> dict:
+def train_supervised(c, out, progress: bool = True, resume: bool = False) -> dict:
     """Train :class:`SchNet` on the dataset ``c.data`` (see the module docstring) into
     ``out``: ``metrics.jsonl`` (step, loss, ``val_mae_mha``, training rows), a
-    ``scaling.json`` and ``mae_vs_rows.png`` over ``c.scaling_fractions``, and the final
-    model in ``checkpoints/``. Returns the metrics of the full-size run."""
+    ``scaling.json`` and ``mae_vs_rows.png`` over ``c.scaling_fractions``, and each
+    subset's model in ``checkpoints/``. ``scaling.json`` is rewritten after every
+    subset; with ``resume`` the subsets already finished are kept and the others
+    trained again from the start. Returns the metrics of the full-size run."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    from mess.train.config import to_toml
+    from mess.train.config import load, to_toml
 
+    done_file = out / "scaling.json"
+    done: list[dict] = []
+    if done_file.exists():
+        if not resume:
+            raise InputError(f"{out} already holds a run (scaling.json); pass --resume to continue it, or choose "
+                             "another --out")
+        if (out / "config.toml").exists() and load(out / "config.toml").digest() != c.digest():
+            raise InputError(f"{out} holds a run with different settings; resume it with the same config or "
+                             "choose another --out")
+        done = json.loads(done_file.read_text())
     rows = load_rows(c.data, c.target)
     atomic_write(out / "config.toml", to_toml(c).encode())
     z, r, mask, y = rows["atomic_numbers"], rows["positions"], rows["mask"], rows[c.target]
@@ -151,12 +163,17 @@ def train_supervised(c, out, progress: bool = True) -> dict:
         raise InputError(f"{c.data}: no finite {c.target!r} values")
     z, r, mask, y = z[keep], r[keep], mask[keep], y[keep]
     tr, va = split(len(y), c.validation_fraction, c.seed)
+    finished = {d["train_rows"]: d for d in done}
+    metrics = out / "metrics.jsonl"
+    kept = [ln for ln in (metrics.read_text().splitlines() if metrics.exists() else [])
+            if json.loads(ln)["train_rows"] in finished]
+    atomic_write(metrics, "".join(ln + "\n" for ln in kept).encode())
     results = []
-    with open(out / "metrics.jsonl", "w") as mfile:
+    with open(metrics, "a") as mfile:
         for frac in sorted(set(c.scaling_fractions)):
             sub = tr[:max(1, int(round(frac * len(tr))))]
-            results.append(_fit(c, z, r, mask, y, sub, va, mfile, progress, out))
-    atomic_write(out / "scaling.json", json.dumps(results, indent=1).encode())
+            results.append(finished.get(len(sub)) or _fit(c, z, r, mask, y, sub, va, mfile, progress, out))
+            atomic_write(done_file, json.dumps(results, indent=1).encode())
     mae_vs_rows(results, out / "mae_vs_rows.png", c.target)
     return results[-1]
 
