@@ -520,9 +520,12 @@ def supervised_text(m: dict, out: str) -> str:
 
 def summary_text(m: dict, out: str) -> str:
     """The closing lines of ``mess train``: held-out errors against the W = 0 baseline."""
+    ratio = m.get("improvement_over_minao")
     lines = [f"held-out geometries: {m['geometries']}",
              f"energy error: model {m['energy_error_mha']:.3f} mHa, W = 0 baseline {m['minao_energy_error_mha']:.3f}"
-             f" mHa ({m['improvement_over_minao']:.1f}x closer)"]
+             f" mHa" + (f" ({ratio:.1f}x closer)" if ratio is not None else "")]
+    if m.get("reference_unconverged"):
+        lines.append(f"warning: {m['reference_unconverged']} held-out reference SCF(s) did not converge")
     if m.get("scf_iterations_model") is not None:
         lines.append(f"SCF iterations: from the model {m['scf_iterations_model']:.1f}, from MINAO "
                      f"{m['scf_iterations_minao']:.1f} ({m['scf_iterations_saved_percent']:.0f}% saved)")

@@ -60,6 +60,7 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
     for key in ("energy_error_mha", "minao_energy_error_mha", "scf_iterations_model", "scf_iterations_minao",
                 "homo_error_mha", "lumo_error_mha", "density_error"):
         assert np.isfinite(rows[-1][key])
+    assert rows[-1]["reference_unconverged"] == 0 and rows[-1]["geometries"] == 2
     assert (tmp_path / "cut" / "learning_curve.png").stat().st_size > 1000
     # the data stream depends on the round only
     a, b = round_molecules(c, 1), round_molecules(c, 1)
@@ -174,3 +175,12 @@ def test_reference_energies_fit_element_counts():
     e_true[[1, 6, 8]] = [-0.5, -37.8, -75.0]
     y = np.array([np.sum(e_true[row[row > 0]]) for row in z])
     np.testing.assert_allclose(reference_energies(z, y)[[1, 6, 8]], e_true[[1, 6, 8]], rtol=1e-12)
+
+
+def test_summary_lines_without_a_ratio_or_with_unconverged_references():
+    from mess.cli import summary_text
+
+    m = {"geometries": 2, "energy_error_mha": 0.0, "minao_energy_error_mha": 1.0, "improvement_over_minao": None,
+         "scf_iterations_model": None, "reference_unconverged": 1}
+    text = summary_text(m, "out")
+    assert "x closer" not in text and "1 held-out reference SCF(s) did not converge" in text

@@ -15,6 +15,7 @@ electrons per AO pair.
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import equinox as eqx
 import jax
@@ -29,6 +30,7 @@ from mess.train.objective import EnergyProblem, _user, fock, predicted_density
 from mess.engine.functional import energy as energy_functional
 
 MHA = 1000.0
+log = logging.getLogger("mess")
 
 
 def frontier(mo_energy: np.ndarray, mo_occ: np.ndarray) -> tuple[float, float]:
@@ -107,6 +109,10 @@ class Evaluator:
             ref.density.append(dm if b.signature.restricted else dm.sum(axis=1))
             ref.iterations.append(np.asarray(res.iterations))
             ref.converged.append(np.asarray(res.converged))
+            bad = int(np.sum(~np.asarray(res.converged)[self._real(b)]))
+            if bad:
+                log.warning("%d held-out reference SCF(s) did not converge; their errors are not meaningful "
+                            "(metrics field reference_unconverged)", bad)
         return ref
 
     def __call__(self, model, guess_test: bool = True) -> dict:
@@ -140,6 +146,7 @@ class Evaluator:
                     "scf_iterations_minao": int(ref.iterations[k][i]),
                     "scf_iterations_model": None if iters is None else int(iters[i]) + self.cycles,
                     "converged_model_guess": None if iters is None else bool(conv[i]),
+                    "reference_converged": bool(ref.converged[k][i]),
                 })
         return summarise(rows)
 
@@ -167,5 +174,8 @@ def summarise(rows: list[dict]) -> dict:
         per[name]["geometries"] = len(sel)
     out["per_molecule"] = per
     out["geometries"] = len(rows)
+    # an unconverged reference makes every error of that geometry meaningless: counted, not hidden
+    out["reference_unconverged"] = sum(not r["reference_converged"] for r in rows)
+    out["model_guess_unconverged"] = sum(r["converged_model_guess"] is False for r in rows)
     return out
 
