@@ -153,9 +153,9 @@ def check(c: TrainConfig) -> None:
 
 
 PRESETS = {
-    # Four small molecules at B3LYP/STO-3G, grid level 0, K = 0 (the defaults): a few
-    # minutes on a 2-core CPU.
-    "demo": {},
+    # Four small molecules at B3LYP/STO-3G, grid level 0, K = 0 (the defaults), trained
+    # twice as long and scored on 16 held-out geometries: about six minutes on a 2-core CPU.
+    "demo": {"steps": 1200, "eval_conformers": 4},
 }
 
 
