@@ -31,7 +31,10 @@ def run(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", cart: bool = 
             ``max_cycle``, ``level_shift``, ``damping``, ``diis_space``, ``fallback``,
             ...) and ``grid_level`` (0-9, default 3), ``init_guess`` (``"minao"`` or
             ``"core"``), ``restricted`` (default: spin == 0), ``schwarz_threshold``
-            (default 1e-14, screening at the molecule's geometry).
+            (default 1e-14, screening at the molecule's geometry),
+            ``density_fit`` (default False: J and K from density fitting, PySCF's
+            ``mf.density_fit()``) with ``auxbasis`` (default: PySCF's JK-fitting set
+            for the basis, :func:`mess.engine.signature.default_auxbasis`).
 
     Returns:
         :class:`Result` (energies in Hartree, dipole in Debye).
@@ -88,20 +91,19 @@ def size_estimate(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", car
 
     Args:
         molecule, basis, xc, cart, grid_level: as :func:`run`; ``schwarz_threshold``
-            and ``jk`` may be given as options.
+            ``jk``, ``density_fit`` and ``auxbasis`` may be given as options.
 
     Returns:
         :class:`mess.engine.resources.SizeEstimate` (``nao``, ``npts``, ``quartets``,
         ``eri_values``, ``device_bytes`` and ``host_bytes`` in bytes; ``describe()``).
     """
-    from mess.engine.signature import Method, estimate
+    from mess.engine.signature import estimate, method_from_options
     from mess.integrals.two_electron import SCHWARZ_THRESHOLD
     from mess.structure import require_molecule
 
     require_molecule(molecule)
-    unknown = set(options) - {"schwarz_threshold", "jk"}
+    unknown = set(options) - {"schwarz_threshold", "jk", "density_fit", "auxbasis"}
     if unknown:
         raise InputError(f"unknown option(s) for size_estimate: {', '.join(sorted(unknown))}")
-    method = Method(basis, xc, cart, grid_level, options.get("schwarz_threshold", SCHWARZ_THRESHOLD),
-                    jk=options.get("jk", "auto"))
+    method = method_from_options(basis, xc, cart, grid_level, options, SCHWARZ_THRESHOLD)
     return estimate(molecule, method)

@@ -34,8 +34,8 @@ from jaxtyping import Array, Float
 
 from mess.engine.calculation import Calculation, inline_scf
 from mess.engine.engine import Result, default_engine, fixed_orbital_energy, require_float64, split_options
-from mess.engine.signature import Method, signature_for
-from mess.engine.stages import eri_part, grid_part, one_electron_part
+from mess.engine.signature import method_from_options, signature_for
+from mess.engine.stages import grid_part, one_electron_part, two_electron_parts
 from mess.engine.system import build, default_params, stack
 from mess.errors import InputError
 from mess.structure import Molecule, checked_positions
@@ -79,7 +79,7 @@ def inline_gradient(sig, system, params, mo_coeff, mo_occ, ref_overlap):
 
     def e(prm):
         one = one_electron_part(sig, system, prm)
-        blocks = tuple(eri_part(sig, i, system, prm) for i in range(len(sig.classes)))
+        blocks = tuple(stage(system, prm) for _, stage in two_electron_parts(sig))
         grid = grid_part(sig, system, prm) if sig.method.dft else None
         return fixed_orbital_energy(sig, system, prm, one, blocks, grid, mo_coeff, mo_occ, ref_overlap)
 
@@ -197,8 +197,7 @@ def batch_energy_function(molecules: Sequence[Molecule], basis: str = "sto-3g", 
     scf_options, rest = split_options(options)
     if rest.get("init_guess", "minao") != "minao":
         raise InputError(f"unknown initial guess {rest['init_guess']!r} (the engine uses 'minao')")
-    method = Method(basis, xc, cart, rest.get("grid_level", 3), rest.get("schwarz_threshold", 0.0),
-                    jk=rest.get("jk", "auto"))
+    method = method_from_options(basis, xc, cart, rest.get("grid_level", 3), rest, 0.0)
     restricted = rest.get("restricted")
     if restricted is None and len({m.spin == 0 for m in molecules if isinstance(m, Molecule)}) > 1:
         restricted = False

@@ -29,7 +29,7 @@ from jaxtyping import Array, Float
 
 from mess.engine import stages
 from mess.engine.engine import Engine, Result, _result, default_engine, require_float64, split_options
-from mess.engine.signature import Method, prepare
+from mess.engine.signature import method_from_options, prepare
 from mess.engine.system import Params, build, default_params, take
 from mess.errors import InputError
 from mess.integrals.two_electron import SCHWARZ_THRESHOLD
@@ -82,7 +82,7 @@ class Calculation:
         if self.init_guess not in ("minao", "core", "hcore", "1e"):
             raise InputError(f"unknown initial guess {self.init_guess!r} (use 'minao' or 'core')")
         threshold = rest.get("schwarz_threshold", 0.0 if any_geometry else SCHWARZ_THRESHOLD)
-        self.method = Method(basis, xc, cart, rest.get("grid_level", 3), threshold, jk=rest.get("jk", "auto"))
+        self.method = method_from_options(basis, xc, cart, rest.get("grid_level", 3), rest, threshold)
         self.engine = engine or default_engine()
         self.molecule = molecule
         self.prepared = prepare(molecule, self.method, rest.get("restricted"), self.engine.memory_limit)

@@ -41,10 +41,9 @@ from mess.engine import stages
 from mess.engine.functional import energy as energy_functional
 from mess.engine.planner import COMPILE_WORK, Plan, batch_size_for, plan_buckets
 from mess.engine.resources import machine_memory
-from mess.engine.signature import Method, Prepared, Signature, prepare
+from mess.engine.signature import Method, Prepared, Signature, method_from_options, prepare
 from mess.engine.system import Params, build, default_params, stack, take
 from mess.errors import InputError
-from mess.integrals.two_electron import divisor_chunk
 from mess.scf.eig import reorthonormalise
 from mess.scf.occupation import make_rdm1
 from mess.scf.options import SCFOptions
@@ -233,7 +232,7 @@ def split_options(options: dict) -> tuple[SCFOptions, dict]:
     """User options -> (SCFOptions, the rest); unknown names raise ``ValueError``."""
     scf_kw = {k: v for k, v in options.items() if k in SCF_OPTION_NAMES}
     rest = {k: v for k, v in options.items() if k not in SCF_OPTION_NAMES}
-    known = {"init_guess", "schwarz_threshold", "restricted", "grid_level", "jk"}
+    known = {"init_guess", "schwarz_threshold", "restricted", "grid_level", "jk", "density_fit", "auxbasis"}
     unknown = set(rest) - known
     if unknown:
         raise InputError(f"unknown option(s): {', '.join(sorted(unknown))}")
@@ -270,13 +269,6 @@ def fixed_orbital_energy(sig: Signature, system, params: Params, one, blocks, gr
     c = jax.vmap(lambda ci, oi: reorthonormalise(ci, oi > 0, ham.overlap, ref_overlap))(c, occ)
     dm = make_rdm1(c, occ)
     return energy_functional(ham, dm[0] if sig.restricted else dm)[0]
-
-
-def batched_chunk(cls, batch: int) -> int:
-    """Quartets per step of a class under ``vmap`` over ``batch`` items: the class's
-    chunk divided by the batch size (each step then holds about one chunk's work in
-    all), cutting the list evenly."""
-    return divisor_chunk(cls.nq, max(8, cls.chunk // batch))
 
 
 def _next_pow2(n: int) -> int:
@@ -389,9 +381,8 @@ class Engine:
         b = params.positions.shape[0]
         one = self._vmapped(("one", sig, b), functools.partial(stages.one_electron_part, sig))(systems, params)
         blocks = []
-        for i, cls in enumerate(sig.classes):
-            fn = functools.partial(stages.eri_part, sig, i, chunk=batched_chunk(cls, b))
-            blocks.append(self._vmapped(("eri", sig, i, b), fn)(systems, params))
+        for key, fn in stages.two_electron_parts(sig, b):
+            blocks.append(self._vmapped(key + (sig, b), fn)(systems, params))
         grid = None
         if sig.method.dft:
             grid = self._vmapped(("grid", sig, b), functools.partial(stages.grid_part, sig))(systems, params)
@@ -473,9 +464,8 @@ class Engine:
 
         total = total + self._vmapped(("one-vjp", sig, b), pullback(functools.partial(
             stages.one_electron_part, sig)))(systems, params, g_one)
-        for i, cls in enumerate(sig.classes):
-            stage = functools.partial(stages.eri_part, sig, i, chunk=batched_chunk(cls, b))
-            total = total + self._vmapped(("eri-vjp", sig, i, b), pullback(stage))(systems, params, g_blocks[i])
+        for i, (key, stage) in enumerate(stages.two_electron_parts(sig, b)):
+            total = total + self._vmapped(key + ("vjp", sig, b), pullback(stage))(systems, params, g_blocks[i])
         if grid is not None:
             total = total + self._vmapped(("grid-vjp", sig, b), pullback(functools.partial(
                 stages.grid_part, sig)))(systems, params, g_grid)
@@ -540,8 +530,7 @@ class Engine:
             raise InputError(f"unknown initial guess {rest['init_guess']!r} (the engine uses 'minao')")
         from mess.integrals.two_electron import SCHWARZ_THRESHOLD
 
-        method = Method(basis, xc, cart, grid_level, rest.get("schwarz_threshold", SCHWARZ_THRESHOLD),
-                        jk=rest.get("jk", "auto"))
+        method = method_from_options(basis, xc, cart, grid_level, rest, SCHWARZ_THRESHOLD)
         prepared = self.prepare(molecules, method, rest.get("restricted"))
         return self.run_plan(prepared, self.plan(prepared), scf_options, fixed_cycles, batch_size, progress,
                              gradient)

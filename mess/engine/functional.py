@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 from jaxtyping import Array, Float
 
+from mess.integrals.three_center import df_jk
 from mess.integrals.two_electron import QuartetList, eri_tensor, get_jk, get_jk_dense
 from mess.scf.veff import coulomb_exchange_energy, coulomb_potential, exchange_potential
 from mess.engine.signature import Signature
@@ -51,7 +52,9 @@ class Hamiltonian(eqx.Module):
         dipole: AO dipole integrals ``[3, n, n]`` (Bohr, origin 0).
         e_nuc: nuclear repulsion (Hartree; the nuclei's field energy included).
         eri: ERI blocks per quartet class, or for a signature with ``dense_jk`` the
-            pair ``(tensor, exchange layout)`` of :func:`dense_eri`; quartets: the
+            pair ``(tensor, exchange layout)`` of :func:`dense_eri`, or with density
+            fitting ``(B,)``, the fitted factor ``[naux, n, n]``
+            (:func:`mess.integrals.three_center.cholesky_cderi`); quartets: the
             classes' lists.
         xc: the XC quadrature (None for Hartree-Fock).
         hyb: exact-exchange fraction.
@@ -81,6 +84,8 @@ def dense_eri(sig: Signature, quartets, blocks) -> tuple[Array, Array]:
 
 
 def _jk(sig: Signature, eri, quartets, dm):
+    if sig.density_fit:
+        return df_jk(eri[0], dm, with_k=sig.with_k)
     if sig.dense_jk:
         return get_jk_dense(eri[0], eri[1], dm, with_k=sig.with_k)
     return get_jk(sig.basis, sig.classes, quartets, eri, dm, with_k=sig.with_k)
@@ -103,9 +108,11 @@ def _coulomb_exchange(sig: Signature, blocks, quartets, hyb, dm) -> tuple[Array,
 
 
 def _coulomb_exchange_jvp(sig, primals, tangents):
-    """Linear in each input: along dD the derivative is <J - hyb K/2, dD> (restricted)
-    with J, K from this build; along the blocks it is the same energy of the tangent
-    blocks; along hyb it is E_exchange / hyb."""
+    """Along dD the derivative is <J - hyb K/2, dD> (restricted) with J, K from this
+    build; along the ERI blocks (in which the energy is linear) it is the same energy
+    of the tangent blocks, along the density-fitting factor B (in which it is
+    quadratic) twice the energy of the mixed integrals B B' (:func:`df_jk`); along
+    hyb it is E_exchange / hyb."""
     blocks, quartets, hyb, dm = primals
     dblocks, _, dhyb, ddm = tangents
     restricted, with_k = sig.restricted, sig.with_k
@@ -119,10 +126,14 @@ def _coulomb_exchange_jvp(sig, primals, tangents):
             t_k = t_k + hyb * jnp.sum(exchange_potential(k, restricted) * ddm)
     if not all(_zero(t) for t in dblocks):
         dbl = tuple(jnp.zeros_like(b) if _zero(t) else t for t, b in zip(dblocks, blocks))
-        jt, kt = _jk(sig, dbl, quartets, dm)
+        if sig.density_fit:
+            jt, kt = df_jk(blocks[0], dm, with_k, right=dbl[0])
+        else:
+            jt, kt = _jk(sig, dbl, quartets, dm)
         ej_t, ek_t = coulomb_exchange_energy(jt, kt if with_k else None, dm, 1.0, restricted)
-        t_j = t_j + ej_t
-        t_k = t_k + hyb * ek_t
+        scale = 2.0 if sig.density_fit else 1.0
+        t_j = t_j + scale * ej_t
+        t_k = t_k + scale * hyb * ek_t
     if not _zero(dhyb):
         t_k = t_k + e_k1 * dhyb
     return (e_j, hyb * e_k1), (t_j, t_k)

@@ -114,6 +114,7 @@ class _Proxy:
         m = len(members)
         self.natom = np.array([p.natom for p in members], float)
         self.npts = np.array([p.npts for p in members], float)
+        self.naux = np.array([0 if p.aux_layout is None else p.aux_layout.nao for p in members], float)
         self.nshell = np.zeros((m, len(ls_all)))
         self.nq = np.zeros((m, len(cls_all)))
         self.work = np.zeros((m, len(cls_all)))
@@ -127,14 +128,18 @@ class _Proxy:
         self.size = np.array([shell_size(l, self.cart) for l in ls_all], float)
         self.values = np.array([float(np.prod([shell_size(l, self.cart) for l in ls])) for ls in cls_all])
 
-    def cost(self, natom, npts, nshell, nq, work, cycles: int = 15) -> float:
-        rnd = np.vectorize(lambda x: float(round_size(int(x))) if x > 0 else 0.0)
+    def cost(self, natom, npts, nshell, nq, work, naux=0.0, cycles: int = 15) -> float:
+        rnd = np.vectorize(lambda x: float(round_size(int(x))) if x > 0 else 0.0, otypes=[float])
         natom, npts = float(round_size(int(natom))), (float(round_size(int(npts))) if npts else 0.0)
         nshell = rnd(nshell)
         grow = np.where(nq > 0, rnd(nq) / np.maximum(nq, 1), 1.0)
         nao = float(np.sum(nshell * self.size))
         eri = float(np.sum(work * grow))
-        if dense_jk(self.method, int(nao)):
+        if self.method.density_fit:  # as signature._cost
+            naux = float(round_size(int(naux)))
+            eri = 30.0 * naux * nao * nao + naux ** 3 / 3.0 + naux * naux * nao * nao
+            jk = 4.0 * naux * nao * nao + (4.0 * naux * nao ** 3 if self.kfactor > 2.0 else 0.0)
+        elif dense_jk(self.method, int(nao)):
             jk = 2.0 * nao ** 4 * self.kfactor / 2.0
         else:
             jk = float(np.sum(rnd(nq) * self.values)) * self.kfactor * 20.0
@@ -143,13 +148,13 @@ class _Proxy:
         return eri + grid + cycles * (jk + xc + 10.0 * nao ** 3)
 
     def own(self, i: int) -> float:
-        return self.cost(self.natom[i], self.npts[i], self.nshell[i], self.nq[i], self.work[i])
+        return self.cost(self.natom[i], self.npts[i], self.nshell[i], self.nq[i], self.work[i], self.naux[i])
 
     def segment(self, i: int, j: int) -> float:
         """Padded work per molecule of members[i:j]."""
         s = slice(i, j)
         return self.cost(self.natom[s].max(), self.npts[s].max(), self.nshell[s].max(0), self.nq[s].max(0),
-                         self.work[s].max(0))
+                         self.work[s].max(0), self.naux[s].max())
 
 
 def _segment_costs(proxy: _Proxy, order: np.ndarray) -> np.ndarray:
@@ -283,8 +288,8 @@ def plan_buckets(prepared: Sequence[Prepared], max_buckets: int = 4, known: Sequ
 def batch_size_for(sig: Signature, n: int, memory: int, cap: int = 256) -> int:
     """A batch size (power of two) for ``n`` molecules of ``sig`` whose stored
     integrals, grid values and SCF buffers fit in ``memory`` bytes."""
-    per_item = item_bytes(sum(c.nvalues(sig.method.cart) for c in sig.classes), sig.nao, sig.npts,
-                          sig.dense_jk, sig.method.functional.family == "gga")
+    values = sum(c.nvalues(sig.method.cart) for c in sig.classes) + 2 * sig.naux * sig.nao ** 2
+    per_item = item_bytes(values, sig.nao, sig.npts, sig.dense_jk, sig.method.functional.family == "gga")
     fit = max(1, int(memory // max(per_item, 1.0)))
     b = min(cap, fit, 1 << max(0, (n - 1).bit_length()))
     return 1 << (b.bit_length() - 1)

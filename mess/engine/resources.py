@@ -131,6 +131,15 @@ def size_estimate(natom: int, layout, pairs, bounds, threshold: float, npts: int
     return SizeEstimate(int(natom), nao, int(npts), int(nq), int(nvals), device, host)
 
 
+def df_size_estimate(natom: int, nao: int, naux: int, npts: int, gga: bool) -> SizeEstimate:
+    """The :class:`SizeEstimate` of a density-fitted molecule: the three-centre
+    integrals and their fitted factor (``2 naux nao^2`` values) stand for the ERIs,
+    with no quartet lists on the host."""
+    values = 2 * int(naux) * int(nao) ** 2
+    device = item_bytes(values, int(nao), npts, False, gga) + 8.0 * naux * naux
+    return SizeEstimate(int(natom), int(nao), int(npts), 0, values, device, 0.0)
+
+
 def check_size(est: SizeEstimate, limit: int | None = None, basis: str = "") -> None:
     """Raise :class:`~mess.errors.InputError` when ``est`` does not fit in ``limit``
     bytes (default: :func:`machine_memory`), naming the sizes and what to change."""

@@ -26,7 +26,7 @@ import numpy as np
 
 from mess.basis.shells import BasisLayout, BasisShape, GroupShape, shell_size
 from mess.engine.guess import minao_layout
-from mess.engine.resources import SizeEstimate, check_size, size_estimate
+from mess.engine.resources import SizeEstimate, check_size, df_size_estimate, size_estimate
 from mess.errors import InputError
 from mess.grid import make_grid_plan
 from mess.grid.plan import default_block_size
@@ -75,7 +75,10 @@ class Method:
         precision: ``"float64"``.
         jk: how J and K are built: ``"dense"`` from a dense nao^4 tensor, ``"blocks"``
             from the unique integral blocks, ``"auto"`` (dense up to
-            :data:`DENSE_JK_NAO` padded AOs).
+            :data:`DENSE_JK_NAO` padded AOs). Unused with density fitting.
+        auxbasis: auxiliary basis of density fitting (J and K from three-centre
+            integrals, :mod:`mess.integrals.three_center`), any name PySCF knows;
+            ``None``: exact four-centre integrals.
     """
 
     basis: str
@@ -85,6 +88,7 @@ class Method:
     schwarz_threshold: float = SCHWARZ_THRESHOLD
     precision: str = "float64"
     jk: str = "auto"
+    auxbasis: str | None = None
 
     def __post_init__(self):
         from mess.basis.shells import check_basis_name
@@ -101,6 +105,9 @@ class Method:
             raise InputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.jk not in ("auto", "dense", "blocks"):
             raise InputError(f"jk must be 'auto', 'dense' or 'blocks', got {self.jk!r}")
+        if self.auxbasis is not None:
+            check_basis_name(self.auxbasis)
+            object.__setattr__(self, "auxbasis", self.auxbasis.strip())
         object.__setattr__(self, "grid_level", int(self.grid_level))
         object.__setattr__(self, "cart", bool(self.cart))
         object.__setattr__(self, "schwarz_threshold", float(self.schwarz_threshold))
@@ -112,6 +119,56 @@ class Method:
     @property
     def dft(self) -> bool:
         return self.functional.family != "hf"
+
+    @property
+    def density_fit(self) -> bool:
+        """Whether J and K come from density fitting (:attr:`auxbasis` set)."""
+        return self.auxbasis is not None
+
+
+def default_auxbasis(basis: str) -> str:
+    """PySCF's default auxiliary basis for orbital basis ``basis`` (``make_auxbasis``'s
+    predefined JK-fitting set: ``def2-svp-jkfit`` etc. for the def2 family, which
+    PySCF maps to Weigend's def2-universal-jkfit; ``cc-pvdz-jkfit`` for Pople's
+    6-31G family; the basis's own ``-jkfit`` set for cc-pVXZ). Raises ``InputError``
+    for a basis without one (PySCF would generate even-tempered functions; name a
+    set with ``auxbasis=``, e.g. ``"def2-universal-jkfit"``)."""
+    name = _predefined_auxbasis(str(basis).strip().lower())
+    if name is None:
+        raise InputError(f"no predefined auxiliary basis for {basis!r}: give auxbasis= explicitly "
+                         "(e.g. 'def2-universal-jkfit')")
+    return name
+
+
+@functools.lru_cache(maxsize=64)
+def _predefined_auxbasis(basis: str) -> str | None:
+    from pyscf import gto
+    from pyscf.df import addons
+
+    alias = addons._format_basis_name(basis)
+    if gto.basis._is_pople_basis(alias):
+        alias = alias.split("g")[0] + "g"
+    mol = gto.M(atom="H 0 0 0; H 0 0 1.4", unit="Bohr", basis="sto-3g", verbose=0)
+    name = addons.predefined_auxbasis(mol, alias, "HF", False)
+    return name if isinstance(name, str) else None
+
+
+def method_from_options(basis: str, xc: str, cart: bool, grid_level: int, options: dict,
+                        schwarz_threshold: float = SCHWARZ_THRESHOLD) -> Method:
+    """The :class:`Method` of user options (``schwarz_threshold``, ``jk``,
+    ``density_fit``, ``auxbasis``; the rest is ignored here). ``auxbasis`` without
+    ``density_fit=True`` is an error; ``density_fit=True`` alone takes
+    :func:`default_auxbasis`."""
+    fit = options.get("density_fit", False)
+    if not isinstance(fit, (bool, np.bool_)):
+        raise InputError(f"density_fit must be True or False, got {fit!r}")
+    aux = options.get("auxbasis")
+    if aux is not None and not fit:
+        raise InputError("auxbasis is given but density_fit is not True; pass density_fit=True as well")
+    if fit and aux is None:
+        aux = default_auxbasis(basis)
+    return Method(basis, xc, cart, grid_level, options.get("schwarz_threshold", schwarz_threshold),
+                  jk=options.get("jk", "auto"), auxbasis=aux if fit else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +183,8 @@ class Signature:
         classes: ERI quartet classes with their padded quartet counts.
         guess: padded shape of the MINAO basis.
         npts: padded grid points (0 for HF).
+        aux: padded shape of the auxiliary basis (density fitting; no ERI classes
+            then), or None.
     """
 
     method: Method
@@ -135,6 +194,16 @@ class Signature:
     classes: tuple[QuartetClass, ...]
     guess: BasisShape
     npts: int
+    aux: BasisShape | None = None
+
+    @property
+    def density_fit(self) -> bool:
+        return self.aux is not None
+
+    @property
+    def naux(self) -> int:
+        """Padded auxiliary functions (0 without density fitting)."""
+        return 0 if self.aux is None else self.aux.nao
 
     @property
     def nao(self) -> int:
@@ -162,26 +231,38 @@ class Signature:
         bucketing, not a timing): ERIs once, then per cycle J/K, the XC quadrature and
         the eigensolver."""
         return _cost(self.method, self.basis, self.natom, self.npts,
-                     [(c.ls, c.ks, c.nq) for c in self.classes], cycles)
+                     [(c.ls, c.ks, c.nq) for c in self.classes], cycles, self.naux)
 
     def describe(self) -> str:
         kind = "R" if self.restricted else "U"
         groups = " ".join(f"l{g.l}:{g.nshell}x{g.nprim}" for g in self.basis.groups)
         nq = sum(c.nq for c in self.classes)
         grid = f", {self.npts} grid points" if self.npts else ""
+        two = (f"{self.naux} {self.method.auxbasis} fitting functions" if self.density_fit
+               else f"{len(self.classes)} ERI classes / {nq} quartets")
         return (f"{kind} {self.method.xc}/{self.method.basis}: {self.natom} atoms, {self.nao} AOs ({groups}), "
-                f"{len(self.classes)} ERI classes / {nq} quartets{grid}")
+                f"{two}{grid}")
 
 
 def dense_jk(method: Method, nao: int) -> bool:
-    """Whether a signature of ``nao`` padded AOs builds J and K from a dense tensor."""
+    """Whether a signature of ``nao`` padded AOs builds J and K from a dense tensor
+    (never with density fitting)."""
+    if method.density_fit:
+        return False
     return method.jk == "dense" or (method.jk == "auto" and nao <= DENSE_JK_NAO)
 
 
-def _cost(method: Method, shape: BasisShape, natom: int, npts: int, classes, cycles: int) -> float:
+def _cost(method: Method, shape: BasisShape, natom: int, npts: int, classes, cycles: int, naux: int = 0
+          ) -> float:
     eri = sum(nq * float(np.prod(ks)) * _work_per_primitive(ls) for ls, ks, nq in classes)
     nao = shape.nao
-    if dense_jk(method, nao):
+    if method.density_fit:
+        # three-centre integrals (about 30 flops per value) and the Cholesky solve
+        # once; per cycle J (2 naux nao^2) and K (2 naux nao^3 with the occupied-free
+        # contraction of :func:`mess.integrals.three_center.df_jk`)
+        eri = 30.0 * naux * nao * nao + naux ** 3 / 3.0 + naux * naux * nao * nao
+        jk = 4.0 * naux * nao * nao + (4.0 * naux * nao ** 3 if method.functional.hyb != 0 else 0.0)
+    elif dense_jk(method, nao):
         jk = 2.0 * nao ** 4 * (2.0 if method.functional.hyb != 0 else 1.0)
     else:
         nvals = sum(nq * float(np.prod([shell_size(l, shape.cart) for l in ls])) for ls, ks, nq in classes)
@@ -203,9 +284,11 @@ class Prepared:
         restricted: closed-shell (True) or unrestricted.
         layout: its basis layout; guess_layout, guess_occupation: MINAO basis and
             per-shell occupations.
-        population: unique quartets screened at this geometry.
+        population: unique quartets screened at this geometry (none with density
+            fitting).
         npts: grid points (0 for HF).
         size: the memory estimate checked before the quartets were listed.
+        aux_layout: the auxiliary basis layout (density fitting), or None.
     """
 
     molecule: Molecule
@@ -217,6 +300,7 @@ class Prepared:
     population: QuartetPopulation
     npts: int
     size: SizeEstimate | None = None
+    aux_layout: BasisLayout | None = None
 
     @functools.cached_property
     def counts(self) -> dict:
@@ -230,7 +314,8 @@ class Prepared:
     def cost(self, cycles: int = 15) -> float:
         """:meth:`Signature.cost` of this molecule without padding."""
         classes = [(ls, sig, n) for (ls, sig), n in self.counts.items()]
-        return _cost(self.method, self.layout.shape(), self.natom, self.npts, classes, cycles)
+        naux = 0 if self.aux_layout is None else self.aux_layout.nao
+        return _cost(self.method, self.layout.shape(), self.natom, self.npts, classes, cycles, naux)
 
 
 def prepare(molecule: Molecule, method: Method, restricted: bool | None = None,
@@ -244,13 +329,16 @@ def prepare(molecule: Molecule, method: Method, restricted: bool | None = None,
         restricted = molecule.spin == 0
     if restricted and molecule.spin != 0:
         raise InputError(f"restricted calculation requested for spin {molecule.spin}; use restricted=False")
-    layout, bounds, npts, size = _sizes(molecule, method)
+    layout, bounds, npts, size, aux_layout = _sizes(molecule, method)
     check_size(size, memory_limit, method.basis)
     log.log(logging.INFO if size.device_bytes + size.host_bytes > 2**30 else logging.DEBUG, "%s", size.describe())
     guess_layout, guess_occ = minao_layout(molecule.numbers, method.cart)
-    population = quartet_population(layout, bounds, method.schwarz_threshold)
+    if method.density_fit:
+        population = QuartetPopulation({})
+    else:
+        population = quartet_population(layout, bounds, method.schwarz_threshold)
     return Prepared(molecule, method, bool(restricted), layout, guess_layout, guess_occ, population, int(npts),
-                    size)
+                    size, aux_layout)
 
 
 def estimate(molecule: Molecule, method: Method) -> SizeEstimate:
@@ -264,14 +352,19 @@ def _sizes(molecule: Molecule, method: Method):
     from mess.basis.shells import basis_layout
 
     layout = basis_layout(molecule.numbers, method.basis, method.cart)
+    npts = make_grid_plan(molecule.numbers, method.grid_level).npts if method.dft else 0
+    gga = method.functional.family == "gga"
+    if method.density_fit:
+        aux_layout = basis_layout(molecule.numbers, method.auxbasis, method.cart)
+        size = df_size_estimate(molecule.natom, layout.nao, aux_layout.nao, npts, gga)
+        return layout, None, npts, size, aux_layout
     if method.schwarz_threshold > 0:
         bounds = schwarz_bounds(layout, molecule.numbers, np.asarray(molecule.positions))
     else:
         bounds = None
-    npts = make_grid_plan(molecule.numbers, method.grid_level).npts if method.dft else 0
     size = size_estimate(molecule.natom, layout, pair_list(layout), bounds, method.schwarz_threshold, npts,
-                         DENSE_JK_NAO, method.jk, method.functional.family == "gga")
-    return layout, bounds, npts, size
+                         DENSE_JK_NAO, method.jk, gga)
+    return layout, bounds, npts, size, None
 
 
 def _padded_shape(layouts: list[BasisLayout], cart: bool, rounding: bool) -> BasisShape:
@@ -297,6 +390,7 @@ def signature_for(members: list[Prepared], rounding: bool = True) -> Signature:
     rnd = round_size if rounding else int
     shape = _padded_shape([p.layout for p in members], method.cart, rounding)
     guess = _padded_shape([p.guess_layout for p in members], method.cart, rounding)
+    aux = _padded_shape([p.aux_layout for p in members], method.cart, rounding) if method.density_fit else None
     shapes = choose_class_shapes([p.counts for p in members])
     per_member = [class_counts(p.population, shapes) for p in members]
     classes = []
@@ -306,7 +400,7 @@ def signature_for(members: list[Prepared], rounding: bool = True) -> Signature:
             classes.append(QuartetClass(ls, ks, padded_quartet_count(n, ls, ks)))
     natom = rnd(max(p.natom for p in members))
     npts = rnd(max(p.npts for p in members)) if method.dft else 0
-    return Signature(method, restricted, natom, shape, tuple(classes), guess, npts)
+    return Signature(method, restricted, natom, shape, tuple(classes), guess, npts, aux)
 
 
 def fits(p: Prepared, sig: Signature) -> bool:
@@ -316,7 +410,10 @@ def fits(p: Prepared, sig: Signature) -> bool:
         return False
     if p.natom > sig.natom or p.npts > sig.npts:
         return False
-    for shape, layout in ((sig.basis, p.layout), (sig.guess, p.guess_layout)):
+    pairs = [(sig.basis, p.layout), (sig.guess, p.guess_layout)]
+    if sig.density_fit:
+        pairs.append((sig.aux, p.aux_layout))
+    for shape, layout in pairs:
         try:
             layout.check_fits(shape)
         except ValueError:

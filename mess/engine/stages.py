@@ -8,7 +8,9 @@ stages' outputs, with every shape fixed by the static
 them all inline, for use under a caller's own ``jit``/``grad``/``vmap``.
 
 Stages: :func:`one_electron_part` (overlap, core Hamiltonian, dipole integrals,
-nuclear repulsion), :func:`eri_part` (the ERI blocks of one quartet class),
+nuclear repulsion), :func:`eri_part` (the ERI blocks of one quartet class) or, with
+density fitting, :func:`df_part` (the fitted three-centre factor; both listed by
+:func:`two_electron_parts`),
 :func:`grid_part` (grid weights and AO values), :func:`guess_part` (the MINAO density),
 :func:`assemble` (the :class:`~mess.engine.functional.Hamiltonian`), and the SCF
 phases :func:`scf_start`, :func:`scf_fallback`, :func:`scf_fixed` with
@@ -16,6 +18,8 @@ phases :func:`scf_start`, :func:`scf_fallback`, :func:`scf_fixed` with
 """
 
 from __future__ import annotations
+
+import functools
 
 import equinox as eqx
 import jax
@@ -30,7 +34,8 @@ from mess.engine.signature import Signature
 from mess.engine.system import Params, System, with_params
 from mess.grid import grid_coords_weights
 from mess.integrals.one_electron import nuclear_repulsion, one_electron
-from mess.integrals.two_electron import class_blocks
+from mess.integrals.three_center import cholesky_cderi, three_center, two_center
+from mess.integrals.two_electron import class_blocks, divisor_chunk
 from mess.properties import dipole_moment, mulliken_charges
 from mess.scf.kernel import (SCFState, diis_phase, fallback_phase, finalize, fixed_cycles, initial_state,
                              make_problem)
@@ -75,6 +80,35 @@ def eri_part(sig: Signature, index: int, system: System, params: Params, chunk: 
     return class_blocks(sig.classes[index], sig.basis, data, system.quartets[index], chunk)
 
 
+def df_part(sig: Signature, system: System, params: Params) -> Float[Array, "naux nao nao"]:
+    """The density-fitting factor B = L^-1 (P|ij) (Hartree^1/2; V = L L^T the Coulomb
+    metric) with the auxiliary functions on the atoms at ``params.positions``."""
+    data = shell_data(sig.basis, with_params(system, params), params.positions)
+    aux = shell_data(sig.aux, system.aux_shells, params.positions)
+    return cholesky_cderi(three_center(sig.basis, data, sig.aux, aux), two_center(sig.aux, aux))
+
+
+def batched_chunk(cls, batch: int) -> int:
+    """Quartets per step of a class under ``vmap`` over ``batch`` items: the class's
+    chunk divided by the batch size (each step then holds about one chunk's work in
+    all), cutting the list evenly."""
+    return divisor_chunk(cls.nq, max(8, cls.chunk // batch))
+
+
+def two_electron_parts(sig: Signature, batch: int | None = None) -> list[tuple[tuple, object]]:
+    """The stages whose outputs hold the two-electron integrals, as ``(key, stage)``
+    with ``stage(system, params)``: one :func:`eri_part` per quartet class, or the one
+    :func:`df_part`. ``batch``: the batch size the stages run at under ``vmap`` (it
+    sets the quartet chunks; None: unbatched)."""
+    if sig.density_fit:
+        return [(("df",), functools.partial(df_part, sig))]
+    out = []
+    for i, cls in enumerate(sig.classes):
+        chunk = None if batch is None else batched_chunk(cls, batch)
+        out.append((("eri", i), functools.partial(eri_part, sig, i, chunk=chunk)))
+    return out
+
+
 def grid_part(sig: Signature, system: System, params: Params) -> GridData:
     """Grid weights (Bohr^3, the grid moving with the atoms) and AO values."""
     coords, weights = grid_coords_weights(system.grid, params.positions)
@@ -112,7 +146,7 @@ def assemble(sig: Signature, system: System, params: Params, one: dict, blocks: 
              ) -> Hamiltonian:
     """The :class:`~mess.engine.functional.Hamiltonian` from the stages' outputs."""
     xc = None if grid is None else xc_function(sig, system, params, grid)
-    eri = dense_eri(sig, system.quartets, tuple(blocks)) if sig.dense_jk else tuple(blocks)
+    eri = dense_eri(sig, system.quartets, tuple(blocks)) if sig.dense_jk else tuple(blocks)  # DF: (B,)
     return Hamiltonian(one["overlap"], one["hcore"], one["dipole"], one["e_nuc"], eri, system.quartets,
                        xc, params.hyb, sig)
 
@@ -120,7 +154,7 @@ def assemble(sig: Signature, system: System, params: Params, one: dict, blocks: 
 def hamiltonian(sig: Signature, system: System, params: Params) -> Hamiltonian:
     """All integral stages inline: the Hamiltonian at ``params`` (differentiable)."""
     one = one_electron_part(sig, system, params)
-    blocks = tuple(eri_part(sig, i, system, params) for i in range(len(sig.classes)))
+    blocks = tuple(stage(system, params) for _, stage in two_electron_parts(sig))
     grid = grid_part(sig, system, params) if sig.method.dft else None
     return assemble(sig, system, params, one, blocks, grid)
 

@@ -9,6 +9,8 @@ carries the data). Padding is inert:
 * ghost shells: zero contraction coefficients (zero AOs, removed by the SCF's
   canonical orthogonalisation as linearly dependent directions);
 * padding quartets: weight 0 in J and K;
+* ghost auxiliary shells (density fitting): zero coefficients, zero fitted
+  integrals (:mod:`mess.integrals.three_center`);
 * padding grid points: weight 0;
 * electrons: counts are arrays, occupations are masks.
 
@@ -51,6 +53,8 @@ class System(eqx.Module):
         ao_atom: ``[nao]`` atom of each AO (0 for padding AOs).
         ao_mask: ``[nao]`` True for real AOs.
         break_spin: unrestricted with spin 0 (the guess breaks the spin symmetry).
+        aux_shells: per group, the auxiliary basis shells of density fitting (empty
+            without it).
     """
 
     positions: Float[Array, "natom 3"]
@@ -65,6 +69,7 @@ class System(eqx.Module):
     ao_atom: Int[Array, " nao"]
     ao_mask: Bool[Array, " nao"]
     break_spin: Bool[Array, ""]
+    aux_shells: tuple[ShellGroup, ...] = ()
 
 
 class Params(eqx.Module):
@@ -120,6 +125,7 @@ def build(p: Prepared, sig: Signature) -> System:
         ao_atom=p.layout.ao_atom(shape),
         ao_mask=p.layout.ao_mask(shape),
         break_spin=np.asarray((not p.restricted) and mol.spin == 0),
+        aux_shells=p.aux_layout.groups(sig.aux) if sig.density_fit else (),
     )
 
 
