@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--conv-tol", type=float, default=1e-9, help="SCF energy convergence, Hartree (default 1e-9)")
     e.add_argument("--max-cycle", type=int, default=50, help="maximum SCF cycles (default 50)")
     e.add_argument("--gradient", action="store_true", help="also compute nuclear gradient dE/dR (Hartree/Bohr)")
+    e.add_argument("--density-fit", action="store_true",
+                   help="J and K by density fitting (as PySCF's density_fit(); memory N^2 N_aux)")
+    e.add_argument("--auxbasis", default=None,
+                   help="auxiliary basis for --density-fit (default: PySCF's JK-fitting set for the basis)")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     e.add_argument("--plot", default=None, metavar="FILE.png",
                    help="draw the SCF convergence (energy change, orbital gradient per cycle)")
@@ -274,11 +278,15 @@ def energy_command(args) -> int:
     bad = _check_energy_options(args)
     if bad is None and args.max_memory is not None and not args.max_memory > 0:
         bad = f"--max-memory must be a positive number of GiB, got {args.max_memory}"
+    if bad is None and args.auxbasis is not None and not args.density_fit:
+        bad = "--auxbasis needs --density-fit"
     if bad:
         return _fail(bad)
     _logging(args)
     t0 = time.perf_counter()
     opts = dict(cart=args.cart, grid_level=args.grid_level, conv_tol=args.conv_tol, max_cycle=args.max_cycle)
+    if args.density_fit:
+        opts.update(density_fit=True, auxbasis=args.auxbasis)
     limit = None if args.max_memory is None else int(args.max_memory * 2**30)
     try:
         mols = _molecules(args)
@@ -330,7 +338,8 @@ def _print_estimates(mols, args, limit) -> int:
     if limit is None:
         limit, where = machine_memory()
     for label, mol in mols:
-        est = mess.size_estimate(mol, args.basis, args.xc, args.cart, args.grid_level)
+        fit = dict(density_fit=True, auxbasis=args.auxbasis) if args.density_fit else {}
+        est = mess.size_estimate(mol, args.basis, args.xc, args.cart, args.grid_level, **fit)
         need = est.device_bytes + est.host_bytes
         verdict = "fits" if need <= USABLE_FRACTION * limit else "too large"
         print(f"{label}: {args.xc}/{args.basis}: {est.describe()}; {verdict} ({where} is {gib(limit)})")

@@ -114,8 +114,13 @@ def test_fitted_b3lyp_energy_and_gradient_match_pyscf():
     """RKS B3LYP/def2-svp with def2-universal-jkfit fitting of H2: energy within
     1e-9 Ha of PySCF's density_fit(), frontier orbitals within 1e-6 Ha, and the
     analytic gradient (through the fitted integrals, the auxiliary functions moving
-    with the atoms) within 2e-7 Ha/Bohr of PySCF's DF gradient."""
-    _check_energy(H2, "def2-svp", "b3lyp", gradient=True)
+    with the atoms) within 2e-7 Ha/Bohr of PySCF's DF gradient. The result says it
+    was fitted (summary, JSON) and hands PySCF a fitted object."""
+    res = _check_energy(H2, "def2-svp", "b3lyp", gradient=True)
+    assert res.auxbasis == AUX and res.to_dict()["auxbasis"] == AUX and AUX in res.summary()
+    mf = res.to_pyscf()
+    assert mf.with_df.auxbasis == AUX
+    assert abs(mf.energy_tot(dm=mf.make_rdm1()) - float(res.energy)) < 1e-9
 
 
 def test_fitted_unrestricted_hf_matches_pyscf():
@@ -131,6 +136,13 @@ def test_fitted_energies_match_pyscf_slow(xyz, basis, xc):
     """Water and the OH radical (f and g auxiliary shells), RHF, RKS and UKS: energy
     within 1e-9 Ha of PySCF's density_fit() with the same auxiliary basis."""
     _check_energy(xyz, basis, xc, aux=default_auxbasis(basis))
+
+
+@pytest.mark.slow
+def test_fitted_water_gradient_matches_pyscf_slow():
+    """RHF/def2-svp water with def2-universal-jkfit: energy within 1e-9 Ha and the
+    analytic gradient within 2e-7 Ha/Bohr of PySCF's DF gradient."""
+    _check_energy(WATER, "def2-svp", "hf", gradient=True)
 
 
 @pytest.mark.slow
@@ -163,3 +175,32 @@ def test_options_and_defaults():
         mess.run(mess.Molecule.from_xyz(H2), "def2-svp", density_fitting=True)
     with pytest.raises(InputError):
         mess.run(mess.Molecule.from_xyz(H2), "def2-svp", density_fit=True, auxbasis="no-such-basis")
+
+
+def test_cli_options(tmp_path, capsys):
+    """``mess energy --density-fit [--auxbasis NAME]``: the estimate counts auxiliary
+    functions instead of quartets; --auxbasis alone and an unknown set exit 2."""
+    from mess.cli import main
+
+    path = tmp_path / "h2.xyz"
+    path.write_text(H2)
+    assert main(["energy", str(path), "--basis", "def2-svp", "--density-fit", "--estimate", "--no-cache"]) == 0
+    assert "auxiliary functions (density fitting)" in capsys.readouterr().out
+    assert main(["energy", str(path), "--basis", "def2-svp", "--auxbasis", AUX, "--no-cache"]) == 2
+    assert "--auxbasis needs --density-fit" in capsys.readouterr().err
+    assert main(["energy", str(path), "--basis", "pc-1", "--density-fit", "--no-cache"]) == 2
+    assert "no predefined auxiliary basis" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fitted_batch_matches_pyscf_slow():
+    """mess.run_batch with density_fit=True over H2 at two bond lengths and water (one
+    bucket or several, as the planner decides): every energy within 1e-9 Ha of
+    PySCF's density_fit()."""
+    xyzs = [H2, H2.replace("0.74", "0.80"), WATER]
+    mols = [mess.Molecule.from_xyz(x) for x in xyzs]
+    results = mess.run_batch(mols, "def2-svp", "hf", density_fit=True, auxbasis=AUX, conv_tol=CONV_TOL)
+    for xyz, res in zip(xyzs, results):
+        _, mf = _pyscf_df(xyz, "def2-svp", "hf", AUX)
+        assert res.converged and res.auxbasis == AUX
+        assert abs(float(res.energy) - mf.e_tot) < 1e-9

@@ -102,6 +102,8 @@ class Result(eqx.Module):
         method: e.g. ``"RHF"``, ``"UKS"``; basis, xc: as requested.
         molecule: the molecule computed (positions in Bohr); cart, grid_level: the
             rest of the method (for :meth:`to_pyscf`).
+        auxbasis: the auxiliary basis when J and K came from density fitting, else
+            None.
     """
 
     energy: np.ndarray
@@ -128,6 +130,7 @@ class Result(eqx.Module):
     molecule: Molecule | None = None
     cart: bool = eqx.field(static=True, default=False)
     grid_level: int = eqx.field(static=True, default=3)
+    auxbasis: str | None = eqx.field(static=True, default=None)
 
     @property
     def density_total(self) -> np.ndarray:
@@ -147,7 +150,8 @@ class Result(eqx.Module):
         """A PySCF mean-field object (``RHF``/``UHF``/``RKS``/``UKS``, same basis,
         functional and grid level, ``small_rho_cutoff = 0`` as mess's grids) carrying
         this result's ``mo_coeff``, ``mo_energy``, ``mo_occ``, ``e_tot`` and
-        ``converged``, so PySCF's analysis (``mulliken_pop``, ``dip_moment``,
+        ``converged`` (density-fitted with the same auxiliary basis when this result
+        is), so PySCF's analysis (``mulliken_pop``, ``dip_moment``,
         ``energy_tot``, post-HF methods) starts from mess's answer without an SCF."""
         from pyscf import dft, scf
 
@@ -162,6 +166,8 @@ class Result(eqx.Module):
             mf.xc = self.xc
             mf.grids.level = self.grid_level
             mf.small_rho_cutoff = 0
+        if self.auxbasis is not None:
+            mf = mf.density_fit(auxbasis=self.auxbasis)
         mf.mo_coeff = np.asarray(self.mo_coeff)
         mf.mo_energy = np.asarray(self.mo_energy)
         mf.mo_occ = np.asarray(self.mo_occ)
@@ -185,6 +191,8 @@ class Result(eqx.Module):
 
         out: dict = {"mess_version": package_version(), "method": self.method, "basis": self.basis, "xc": self.xc,
                      "cart": self.cart}
+        if self.auxbasis is not None:
+            out.update(density_fit=True, auxbasis=self.auxbasis)
         if self.xc != "hf":
             out["grid_level"] = self.grid_level
         if self.molecule is not None:
@@ -216,7 +224,8 @@ class Result(eqx.Module):
         lines = [
             f"{self.method}/{self.basis} ({self.xc}): E = {float(self.energy):.10f} Ha "
             f"({conv} in {int(self.iterations)} cycles)",
-            f"  nao = {self.nao}" + (f", grid points = {self.ngrid}" if self.ngrid else ""),
+            f"  nao = {self.nao}" + (f", grid points = {self.ngrid}" if self.ngrid else "")
+            + (f", density fitting with {self.auxbasis}" if self.auxbasis else ""),
             "  components (Ha): " + ", ".join(f"{k} = {float(v):.8f}" for k, v in self.components.items()),
             f"  HOMO = {float(self.homo):.6f} Ha, LUMO = {float(self.lumo):.6f} Ha",
             "  dipole (Debye): [" + ", ".join(f"{float(x):.4f}" for x in self.dipole) + "]"
@@ -606,7 +615,7 @@ def _result(p: Prepared, sig: Signature, res, props, std, grads, k: int) -> Resu
                   energy_std_last5=None if std is None else std[k],
                   gradient=None if grads is None else grads[k][:natom], nao=n, ngrid=p.npts,
                   method=method, basis=sig.method.basis, xc=sig.method.xc, molecule=p.molecule,
-                  cart=sig.method.cart, grid_level=sig.method.grid_level)
+                  cart=sig.method.cart, grid_level=sig.method.grid_level, auxbasis=sig.method.auxbasis)
 
 
 _DEFAULT: Engine | None = None

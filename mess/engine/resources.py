@@ -97,6 +97,7 @@ class SizeEstimate:
         device_bytes: :func:`item_bytes` for this molecule (no padding).
         host_bytes: the host's quartet lists, and the largest block of candidate
             quartets looked at while listing them.
+        naux: auxiliary functions under density fitting (no quartets then), else 0.
     """
 
     natom: int
@@ -106,9 +107,13 @@ class SizeEstimate:
     eri_values: int
     device_bytes: float
     host_bytes: float
+    naux: int = 0
 
     def describe(self) -> str:
         grid = f", {self.npts} grid points" if self.npts else ""
+        if self.naux:
+            return (f"{self.natom} atoms, {self.nao} AOs{grid}, {self.naux} auxiliary functions (density "
+                    f"fitting): about {gib(self.device_bytes)} for integrals and SCF")
         return (f"{self.natom} atoms, {self.nao} AOs{grid}, {self.quartets:.3g} ERI quartets: "
                 f"about {gib(self.device_bytes)} for integrals and SCF, {gib(self.host_bytes)} for quartet lists")
 
@@ -137,7 +142,7 @@ def df_size_estimate(natom: int, nao: int, naux: int, npts: int, gga: bool) -> S
     with no quartet lists on the host."""
     values = 2 * int(naux) * int(nao) ** 2
     device = item_bytes(values, int(nao), npts, False, gga) + 8.0 * naux * naux
-    return SizeEstimate(int(natom), int(nao), int(npts), 0, values, device, 0.0)
+    return SizeEstimate(int(natom), int(nao), int(npts), 0, values, device, 0.0, int(naux))
 
 
 def check_size(est: SizeEstimate, limit: int | None = None, basis: str = "") -> None:
@@ -151,5 +156,7 @@ def check_size(est: SizeEstimate, limit: int | None = None, basis: str = "") -> 
         raise InputError(
             f"molecule too large for this machine: {est.natom} atoms, {est.nao} AOs"
             + (f" ({basis})" if basis else "")
-            + f" need about {gib(need)} ({est.quartets:.3g} two-electron quartets kept in memory) and "
-            f"{where} is {gib(limit)}; use a smaller basis or a smaller molecule")
+            + f" need about {gib(need)} ("
+            + (f"{est.naux} auxiliary functions, density fitting" if est.naux else
+               f"{est.quartets:.3g} two-electron quartets kept in memory; density_fit=True needs less")
+            + f") and {where} is {gib(limit)}; use a smaller basis or a smaller molecule")
