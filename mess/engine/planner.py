@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mess.basis.shells import shell_size
-from mess.engine.resources import item_bytes
+from mess.engine.resources import df_values, item_bytes
 from mess.engine.signature import Prepared, Signature, dense_jk, fits, round_size, signature_for
 from mess.errors import InputError
 from mess.integrals.two_electron import _work_per_primitive
@@ -288,7 +288,7 @@ def plan_buckets(prepared: Sequence[Prepared], max_buckets: int = 4, known: Sequ
 def batch_size_for(sig: Signature, n: int, memory: int, cap: int = 256) -> int:
     """A batch size (power of two) for ``n`` molecules of ``sig`` whose stored
     integrals, grid values and SCF buffers fit in ``memory`` bytes."""
-    values = sum(c.nvalues(sig.method.cart) for c in sig.classes) + 2 * sig.naux * sig.nao ** 2
+    values = sum(c.nvalues(sig.method.cart) for c in sig.classes) + (df_values(sig.naux, sig.nao) if sig.density_fit else 0)
     per_item = item_bytes(values, sig.nao, sig.npts, sig.dense_jk, sig.method.functional.family == "gga")
     fit = max(1, int(memory // max(per_item, 1.0)))
     b = min(cap, fit, 1 << max(0, (n - 1).bit_length()))

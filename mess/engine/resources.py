@@ -136,11 +136,23 @@ def size_estimate(natom: int, layout, pairs, bounds, threshold: float, npts: int
     return SizeEstimate(int(natom), nao, int(npts), int(nq), int(nvals), device, host)
 
 
+#: naux nao^2-sized arrays alive at the peak of a density-fitted calculation: the
+#: three-centre integrals and their scatter, the fitted factor, and the half-transformed
+#: exchange intermediates; measured: propranolol/def2-SVP (371 AOs, 1809 auxiliary
+#: functions) peaked at 13.8 GiB, about 7 such arrays, PySCF's run in the same process
+#: included (benchmarks/density_fit.py).
+DF_ARRAYS = 6
+
+
+def df_values(naux: int, nao: int) -> int:
+    """The values a density-fitted molecule holds at its peak, ``DF_ARRAYS naux nao^2``."""
+    return DF_ARRAYS * int(naux) * int(nao) ** 2
+
+
 def df_size_estimate(natom: int, nao: int, naux: int, npts: int, gga: bool) -> SizeEstimate:
-    """The :class:`SizeEstimate` of a density-fitted molecule: the three-centre
-    integrals and their fitted factor (``2 naux nao^2`` values) stand for the ERIs,
-    with no quartet lists on the host."""
-    values = 2 * int(naux) * int(nao) ** 2
+    """The :class:`SizeEstimate` of a density-fitted molecule: :func:`df_values`
+    stand for the ERIs, with no quartet lists on the host."""
+    values = df_values(naux, nao)
     device = item_bytes(values, int(nao), npts, False, gga) + 8.0 * naux * naux
     return SizeEstimate(int(natom), int(nao), int(npts), 0, values, device, 0.0, int(naux))
 
