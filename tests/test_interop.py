@@ -72,14 +72,16 @@ def _water(shift: float = 0.0) -> Atoms:
 
 @pytest.fixture(scope="module")
 def calculator():
-    # its own engine, so that which signatures other tests compiled cannot decide the
-    # bucket a geometry lands in; the references below share its programs
-    return MessCalculator(basis="sto-3g", xc="hf", engine=mess.Engine(), **TIGHT)
+    # the default engine: programs shared with mess.optimize and earlier tests
+    return MessCalculator(basis="sto-3g", xc="hf", engine=mess.engine.default_engine(), **TIGHT)
 
 
-def test_ase_calculator_equals_mess_and_reuses_programs(calculator, caplog):
+def test_ase_calculator_equals_mess_and_reuses_programs(caplog):
     """Energy (eV), forces (eV/Angstrom) and dipole (e Angstrom) equal mess.run and
-    mess.gradient converted; a second geometry compiles nothing new."""
+    mess.gradient converted; a second geometry compiles nothing new. The calculator
+    owns its engine, so the signatures other tests compiled cannot decide the bucket
+    a geometry lands in."""
+    calculator = MessCalculator(basis="sto-3g", xc="hf", engine=mess.Engine(), **TIGHT)
     atoms = _water()
     atoms.calc = calculator
     e, f, d = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_dipole_moment()
@@ -100,7 +102,7 @@ def test_ase_calculator_equals_mess_and_reuses_programs(calculator, caplog):
 def test_ase_bfgs_reaches_mess_optimize_minimum(calculator):
     start = _water(0.05)
     ours, info = mess.optimize(mess.Molecule.from_ase(start), "sto-3g", "hf", gtol=1e-5, fmax=1e-5, etol=1e-10,
-                               verbose=False, engine=calculator.engine, **TIGHT)
+                               verbose=False, **TIGHT)
     atoms = start.copy()
     atoms.calc = calculator
     BFGS(atoms, logfile=None).run(fmax=1e-3)
