@@ -562,7 +562,21 @@ def xyz_command(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Run one ``mess`` command. The ``mess`` logger's level and handlers (which
+    ``--verbose`` changes) are restored on return, so calling ``main`` from Python
+    leaves the caller's logging as it was."""
+    import logging
+
+    logger = logging.getLogger("mess")
+    level, handlers = logger.level, list(logger.handlers)
+    try:
+        return _dispatch(_parser().parse_args(argv))
+    finally:
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+
+
+def _dispatch(args) -> int:
     if args.command == "energy":
         return energy_command(args)
     if args.command == "check":

@@ -79,6 +79,18 @@ def test_bad_files_are_one_line_errors(tmp_path, capsys):
         assert err.startswith("mess: error: ") and message in err and err.count("\n") == 1, (name, err)
 
 
+def test_verbose_leaves_the_callers_logging_as_it_was(tmp_path, capsys):
+    """``--verbose`` sets the ``mess`` logger to INFO with a stderr handler for the
+    command only; ``main`` called from Python restores both."""
+    import logging
+
+    logger = logging.getLogger("mess")
+    before = (logger.level, list(logger.handlers))
+    assert main(["energy", str(tmp_path / "missing.xyz"), "--verbose", "--no-cache"]) == 2
+    assert "missing.xyz" in capsys.readouterr().err
+    assert (logger.level, list(logger.handlers)) == before
+
+
 def test_energy_batch_of_files_frames_directory_and_stdin(tmp_path, capsys, monkeypatch):
     """Several inputs (a two-frame file, a directory, stdin) run as one batch, one JSON
     line each with geometry, settings and units, energies equal to single runs; a
