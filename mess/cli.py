@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="dataset: SMILES -> RDKit conformers -> batched DFT -> Parquet shards")
     g.add_argument("source", nargs="?", default=None,
-                   help="SMILES file (.smi, .txt, .csv) or the built-in set's name (default: nci-9-11)")
+                   help="SMILES file (.smi, .txt, .csv) or a built-in set nci-MIN-MAX (heavy atoms; default: nci-9-11)")
     g.add_argument("--out", required=True, help="output directory (re-running with it resumes)")
     g.add_argument("--preset", choices=["qm1b"], help="QM1B's settings: b3lyp5/STO-3G, grid 0, 20 fixed cycles, "
                    "seed 43 for every molecule")

@@ -18,7 +18,7 @@ from pyscf import dft
 from mess.cli import main
 from mess.dataset import Settings, batches, conformer_seed, embed_arrays, generate, load_source
 from mess.dataset import open as open_dataset
-from mess.dataset.sources import BUILTIN
+from mess.dataset.sources import BUILTIN, builtin_smiles
 from mess.structure import BOHR
 
 SMALL = "# tiny molecules\nsmiles id\nC methane\nO water\nCO methanol\n[NH4+] ammonium\n[CH3] methyl\n"
@@ -43,6 +43,11 @@ def test_source_formats(tmp_path):
     bare = load_source(_write(tmp_path, "c.txt", "C\nO\n"))
     assert [e.mol_id for e in bare] == ["line-1", "line-2"]
     assert len(load_source(BUILTIN)) > 400
+    small = load_source("nci-1-3")  # the same filter, another heavy-atom range
+    assert small and [e.smiles for e in small] == [s for _, s in builtin_smiles(1, 3)]
+    for bad, message in (("nci-5-2", "1 <= MIN <= MAX"), ("nci-200-300", "no molecules with 200-300")):
+        with pytest.raises(ValueError, match=message):
+            load_source(bad)
     with pytest.raises(ValueError, match="no 'smiles' column"):
         load_source(_write(tmp_path, "d.csv", "id,structure\n1,C\n"))
     (tmp_path / "e.smi").write_bytes(b"\x00\x01\x02binary")

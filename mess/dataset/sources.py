@@ -3,7 +3,9 @@
 :func:`builtin_smiles` needs no download: RDKit ships the first 5000 molecules of the
 NCI open database (``RDConfig.RDDataDir/NCI/first_5K.smi``); filtered to neutral,
 single-fragment molecules of 9-11 heavy atoms from C, N, O and F (QM1B's GDB-11
-range) it gives 512 molecules. It is the source named ``nci-9-11`` (:data:`BUILTIN`).
+range) it gives 512 molecules. It is the source named ``nci-9-11`` (:data:`BUILTIN`);
+``nci-MIN-MAX`` names the same filter for another heavy-atom range (``nci-1-6``: 76
+small molecules).
 
 :func:`read_source` reads a SMILES file (``.smi``, ``.txt``: SMILES in the first
 column, an optional id in the second; ``.csv``: a ``smiles`` column, or the first
@@ -21,6 +23,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import re
 
 from mess.errors import InputError
 
@@ -51,13 +54,19 @@ def source_digest(entries: list[Entry]) -> str:
 
 
 def load_source(source: str | None = None) -> list[Entry]:
-    """The entries of ``source``: a file path, or the built-in set's name
-    (:data:`BUILTIN`, the default). Raises ``ValueError`` with a one-line message for a
+    """The entries of ``source``: a file path, or a built-in set's name ``nci-MIN-MAX``
+    (:data:`BUILTIN`, the default; see :func:`builtin_range`). Raises ``ValueError`` with a one-line message for a
     missing, unreadable, binary or malformed file."""
-    if source is None or source == BUILTIN:
-        return [Entry(i, s, k) for k, (i, s) in enumerate(builtin_smiles(), start=1)]
+    if source is None:
+        source = BUILTIN
+    heavy = builtin_range(source)
+    if heavy is not None and not os.path.exists(source):
+        found = builtin_smiles(*heavy)
+        if not found:
+            raise InputError(f"the built-in set has no molecules with {heavy[0]}-{heavy[1]} heavy atoms: {source}")
+        return [Entry(i, s, k) for k, (i, s) in enumerate(found, start=1)]
     if not os.path.exists(source):
-        raise InputError(f"source not found: {source} (a SMILES file, or the built-in set {BUILTIN!r})")
+        raise InputError(f"source not found: {source} (a SMILES file, or a built-in set such as {BUILTIN!r})")
     if os.path.isdir(source):
         raise InputError(f"source is a directory, not a SMILES file: {source}")
     size = os.path.getsize(source)
@@ -138,6 +147,19 @@ def _nci_path() -> str:
     from rdkit import RDConfig
 
     return os.path.join(RDConfig.RDDataDir, "NCI", "first_5K.smi")
+
+
+def builtin_range(name: str) -> tuple[int, int] | None:
+    """``(min, max)`` heavy atoms of a built-in set's name ``nci-MIN-MAX`` (e.g.
+    ``nci-9-11``, ``nci-1-6``), or None when ``name`` is not of that form. Raises
+    ``InputError`` for a range that is empty or starts below 1."""
+    m = re.fullmatch(r"nci-(\d+)-(\d+)", name)
+    if m is None:
+        return None
+    lo, hi = int(m.group(1)), int(m.group(2))
+    if not 1 <= lo <= hi:
+        raise InputError(f"built-in set {name}: heavy-atom range must be 1 <= MIN <= MAX")
+    return lo, hi
 
 
 def builtin_smiles(min_heavy: int = 9, max_heavy: int = 11, elements: str | tuple = ("C", "N", "O", "F"),
