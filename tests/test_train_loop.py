@@ -177,6 +177,14 @@ def test_reference_energies_fit_element_counts():
     np.testing.assert_allclose(reference_energies(z, y)[[1, 6, 8]], e_true[[1, 6, 8]], rtol=1e-12)
 
 
+def test_validation_rows_with_elements_the_training_rows_lack_are_counted():
+    from mess.train.supervised import _unseen_elements
+
+    z = np.array([[8, 1, 1, 0], [6, 1, 1, 1], [9, 6, 1, 0], [7, 1, 1, 1]])
+    assert _unseen_elements(z, np.array([0, 1]), np.array([2, 3])) == 2   # F and N unseen
+    assert _unseen_elements(z, np.array([0, 1, 2]), np.array([1, 3])) == 1  # only the N row
+
+
 def test_summary_lines_without_a_ratio_or_with_unconverged_references():
     from mess.cli import summary_text
 

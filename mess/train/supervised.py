@@ -130,6 +130,14 @@ def split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[k:]), np.sort(order[:k])
 
 
+def _unseen_elements(z: np.ndarray, tr: np.ndarray, va: np.ndarray) -> int:
+    """Validation rows holding an element that no training row holds."""
+    seen = np.zeros(NUM_ELEMENTS, bool)
+    seen[np.unique(z[tr])] = True
+    seen[0] = True  # padding
+    return int(np.sum(~np.all(seen[z[va]], axis=1)))
+
+
 def _baseline(z, ref):
     return np.sum(np.where(z > 0, ref[z], 0.0), axis=1)
 
@@ -209,6 +217,12 @@ def _fit(c, z, r, mask, y, tr, va, mfile, progress, out) -> dict:
         p = np.asarray(predict_jit(model, jnp.asarray(va))) * scale + shift
         return MHA * float(np.mean(np.abs(p - resid[va])))
 
+    unseen = _unseen_elements(z, tr, va)
+    if unseen:
+        import warnings
+
+        warnings.warn(f"{unseen} of {len(va)} validation rows hold elements absent from the {len(tr)} training rows "
+                      "(their reference energy is 0); their errors dominate the MAE", stacklevel=2)
     bsz = min(c.batch_size, len(tr))
     bar = None
     if progress:
@@ -229,6 +243,7 @@ def _fit(c, z, r, mask, y, tr, va, mfile, progress, out) -> dict:
             row = {"step": s + 1, "loss": float(loss), "train_rows": int(len(tr)), "val_rows": int(len(va)),
                    "target": c.target, "val_mae_mha": val_mae(model),
                    "val_mae_reference_only_mha": MHA * float(np.mean(np.abs(resid[va] - shift))),
+                   "val_rows_unseen_elements": unseen,
                    "elapsed_s": round(time.perf_counter() - t0, 3)}
             mfile.write(json.dumps(row) + "\n")
             mfile.flush()
