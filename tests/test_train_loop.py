@@ -185,6 +185,23 @@ def test_validation_rows_with_elements_the_training_rows_lack_are_counted():
     assert _unseen_elements(z, np.array([0, 1, 2]), np.array([1, 3])) == 1  # only the N row
 
 
+def test_nested_subsets_are_random_rows_led_by_one_row_per_element():
+    from mess.train.supervised import nested_order
+
+    rng = np.random.default_rng(0)
+    z = np.where(rng.random((200, 6)) < 0.8, 1, 6)  # H and C everywhere
+    z[:, -1] = 0  # padding
+    z[151, 0], z[191, 1] = 9, 7  # one fluorine row, one nitrogen row, late in the dataset
+    tr = np.arange(0, 200, 2).tolist() + [151, 191]
+    tr = np.sort(tr)
+    ranked = nested_order(z, tr, seed=3)
+    assert sorted(ranked.tolist()) == tr.tolist()
+    head = set(ranked[:4].tolist())
+    assert {151, 191} <= head  # every element in the smallest subsets
+    assert not np.array_equal(np.sort(ranked[:20]), tr[:20])  # not the dataset's first rows
+    np.testing.assert_array_equal(ranked, nested_order(z, tr, seed=3))
+
+
 def test_summary_lines_without_a_ratio_or_with_unconverged_references():
     from mess.cli import summary_text
 

@@ -14,7 +14,8 @@ part that depends on the geometry and bonding), or ``gap`` (Hartree, no referenc
 standardised by the training set's standard deviation. Rows are split into training
 and validation once, by the seed; the validation MAE (target units; mHa) is the
 metric. :func:`train_supervised` trains on nested subsets of the training rows
-(``scaling_fractions``) and plots the validation MAE against the number of training
+(``scaling_fractions``; random rows, by the seed, led by one row per element:
+:func:`nested_order`) and plots the validation MAE against the number of training
 rows: the QM1B scaling curve in miniature.
 """
 
@@ -130,6 +131,23 @@ def split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[k:]), np.sort(order[:k])
 
 
+def nested_order(z: np.ndarray, tr: np.ndarray, seed: int) -> np.ndarray:
+    """The training rows ``tr`` in the order the nested subsets take them: a seeded
+    random order, except that it starts with one row per element of the training rows
+    (the first row of that order holding an element no earlier row holds), so every
+    subset large enough to hold them has a reference energy for every element."""
+    order = np.random.default_rng([seed, 1]).permutation(tr)
+    covered = {0}
+    first = []
+    for i in order:
+        new = set(np.unique(z[i]).tolist()) - covered
+        if new:
+            first.append(i)
+            covered |= new
+    rest = order[~np.isin(order, first)]
+    return np.concatenate([np.asarray(first, dtype=order.dtype), rest])
+
+
 def _unseen_elements(z: np.ndarray, tr: np.ndarray, va: np.ndarray) -> int:
     """Validation rows holding an element that no training row holds."""
     seen = np.zeros(NUM_ELEMENTS, bool)
@@ -178,8 +196,9 @@ def train_supervised(c, out, progress: bool = True, resume: bool = False) -> dic
     atomic_write(metrics, "".join(ln + "\n" for ln in kept).encode())
     results = []
     with open(metrics, "a") as mfile:
+        ranked = nested_order(z, tr, c.seed)
         for frac in sorted(set(c.scaling_fractions)):
-            sub = tr[:max(1, int(round(frac * len(tr))))]
+            sub = np.sort(ranked[:max(1, int(round(frac * len(tr))))])
             results.append(finished.get(len(sub)) or _fit(c, z, r, mask, y, sub, va, mfile, progress, out))
             atomic_write(done_file, json.dumps(results, indent=1).encode())
     mae_vs_rows(results, out / "mae_vs_rows.png", c.target)
