@@ -155,6 +155,23 @@ def test_engine_owns_a_bounded_program_cache():
     assert not engine._programs and not engine.signatures
 
 
+def test_map_pressure_keeps_the_programs_of_the_last_calls(monkeypatch):
+    """When other owners' memory maps hold the process near the kernel's limit, an
+    engine's evictions cannot lower the pressure; it keeps the programs of its last
+    calls, so a second geometry compiles nothing (it used to recompile every call)."""
+    import mess.engine.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "map_pressure", lambda: 0.9)
+    engine = Engine()
+    water = mol(WATER)
+    mess.energy_and_gradient(water, "sto-3g", "hf", engine=engine)
+    built = engine.built
+    assert built > engine_module.MIN_PROGRAMS
+    moved = mess.Molecule(water.numbers, water.positions * 1.01)
+    mess.energy_and_gradient(moved, "sto-3g", "hf", engine=engine)
+    assert engine.built == built
+
+
 def test_no_library_code_clears_jax_caches():
     root = pathlib.Path(mess.__file__).parent
     offenders = [str(p) for p in root.rglob("*.py") if "clear_caches" in p.read_text()]

@@ -310,6 +310,8 @@ class Engine:
         self._programs: collections.OrderedDict = collections.OrderedDict()
         self._signatures: collections.OrderedDict = collections.OrderedDict()
         self._batch_sizes: dict[Signature, set[int]] = {}
+        self._last_use: dict = {}   # program key -> the call (generation) that last used it
+        self._generation = 0        # counts solve and gradient calls
         self.built = 0
 
     # ------------------------------------------------------------------ programs
@@ -319,6 +321,7 @@ class Engine:
         self._programs.clear()
         self._signatures.clear()
         self._batch_sizes.clear()
+        self._last_use.clear()
 
     def batch_size(self, sig: Signature, n: int, memory: int) -> int:
         """Batch size for ``n`` molecules of ``sig``. The batch size is a shape (a new
@@ -352,7 +355,10 @@ class Engine:
         process nears the kernel's limit on memory mappings (XLA's CPU backend maps
         some hundred regions per compiled program; past ``vm.max_map_count`` the next
         compilation crashes). Either way the least recently used of *this engine's*
-        programs are dropped; nothing else is touched."""
+        programs are dropped; nothing else is touched. Under map pressure the programs
+        of the current and the previous ``solve``/``gradient`` call are kept (the
+        working set: dropping them would compile them again on every call while other
+        owners' mappings keep the pressure up), as are the ``MIN_PROGRAMS`` most recent."""
         fn = self._programs.get(key)
         if fn is None:
             self._evict(reserve=1)
@@ -361,17 +367,26 @@ class Engine:
             self.built += 1
         else:
             self._programs.move_to_end(key)
+        self._last_use[key] = self._generation
         return fn
+
+    def _drop(self, key) -> None:
+        self._programs.pop(key)
+        self._last_use.pop(key, None)
 
     def _evict(self, reserve: int = 0) -> None:
         while len(self._programs) + reserve > self.max_programs:
-            self._programs.popitem(last=False)
+            self._drop(next(iter(self._programs)))
         if len(self._programs) > MIN_PROGRAMS and map_pressure() > MAP_FRACTION:
             import gc
 
-            while len(self._programs) > MIN_PROGRAMS and map_pressure() > 0.5 * MAP_FRACTION:
-                for _ in range(max(1, len(self._programs) // 4)):
-                    self._programs.popitem(last=False)
+            while map_pressure() > 0.5 * MAP_FRACTION:
+                spare = len(self._programs) - MIN_PROGRAMS
+                old = [k for k in self._programs if self._last_use.get(k, -1) < self._generation - 1][:spare]
+                if not old:
+                    break
+                for k in old[:max(1, len(self._programs) // 4)]:
+                    self._drop(k)
                 gc.collect()
 
     def _vmapped(self, key, fn, in_axes=0):
@@ -408,6 +423,7 @@ class Engine:
         std_last5 or None, integrals, params)``; the integrals stay on the device
         (for gradients)."""
         self._remember(sig)
+        self._generation += 1
         params = default_params(sig, systems) if params is None else params
         b = params.positions.shape[0]
         n_real = b if n_real is None else n_real
@@ -451,6 +467,7 @@ class Engine:
         """Analytic nuclear gradients dE/dR (Hartree/Bohr) of a batch at its SCF
         solutions (fixed-orbital energy differentiated through every stage)."""
         b = params.positions.shape[0]
+        self._generation += 1
         with self._stage("gradient", sig, b, ("dE", sig, b)):
             return self._gradient(sig, systems, params, ints, mo_coeff, mo_occ, b)
 
