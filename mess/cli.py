@@ -113,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--grid-level", type=int, default=None, help="DFT grid level 0-9 (default 0, QM1B's)")
     g.add_argument("--fixed-cycles", type=int, default=None, help="run exactly K SCF cycles (default: converge)")
     g.add_argument("--conv-tol", type=float, default=None, help="SCF convergence, Hartree (default 1e-9)")
+    g.add_argument("--conv-tol-grad", type=float, default=None,
+                   help="SCF orbital-gradient convergence, Hartree (default 1e-6)")
     g.add_argument("--forces", action="store_true", help="also store forces (Hartree/Bohr)")
     g.add_argument("--mmff", action="store_true", help="relax conformers with MMFF94 before the DFT")
     g.add_argument("--prune-rms", type=float, default=None, help="drop conformers within this RMSD, Angstrom")
@@ -445,7 +447,7 @@ def generate_command(args) -> int:
     base = dict(QM1B_PRESET) if args.preset == "qm1b" else {}
     given = {"conformers": args.conformers, "seed": args.seed, "basis": args.basis, "xc": args.xc,
              "grid_level": args.grid_level, "fixed_cycles": args.fixed_cycles, "conv_tol": args.conv_tol,
-             "schema": args.schema, "limit": args.limit, "shard_size": args.shard_size, "prune_rms": args.prune_rms}
+             "conv_tol_grad": args.conv_tol_grad, "schema": args.schema, "limit": args.limit, "shard_size": args.shard_size, "prune_rms": args.prune_rms}
     base.update({k: v for k, v in given.items() if v is not None})
     if args.forces:
         base["forces"] = True

@@ -29,6 +29,7 @@ def pyscf_reference(molecule, settings) -> dict:
         mf.max_cycle, mf.conv_tol, mf.conv_check = settings.fixed_cycles, 0.0, False
     else:
         mf.conv_tol, mf.max_cycle = settings.conv_tol, max(settings.max_cycle, 100)
+        mf.conv_tol_grad = settings.conv_tol_grad
     energy = float(mf.kernel())
     e = np.asarray(mf.mo_energy).ravel()
     occ = np.asarray(mf.mo_occ).ravel()
