@@ -405,8 +405,8 @@ class Engine:
         b = params.positions.shape[0]
         one = self._vmapped(("one", sig, b), functools.partial(stages.one_electron_part, sig))(systems, params)
         blocks = []
-        for key, fn in stages.two_electron_parts(sig, b):
-            blocks.append(self._vmapped(key + (sig, b), fn)(systems, params))
+        for key, fn in stages.two_electron_batch_parts(sig):
+            blocks.append(self.program(key + (sig, b), lambda fn=fn: jax.jit(fn))(systems, params))
         grid = None
         if sig.method.dft:
             grid = self._vmapped(("grid", sig, b), functools.partial(stages.grid_part, sig))(systems, params)
@@ -490,8 +490,10 @@ class Engine:
 
         total = total + self._vmapped(("one-vjp", sig, b), pullback(functools.partial(
             stages.one_electron_part, sig)))(systems, params, g_one)
-        for i, (key, stage) in enumerate(stages.two_electron_parts(sig, b)):
-            total = total + self._vmapped(key + ("vjp", sig, b), pullback(stage))(systems, params, g_blocks[i])
+        for i, (key, stage) in enumerate(stages.two_electron_batch_parts(sig)):
+            # the batched stage is differentiated as a whole (its items are independent)
+            total = total + self.program(key + ("vjp", sig, b), lambda stage=stage: jax.jit(pullback(stage)))(
+                systems, params, g_blocks[i])
         if grid is not None:
             total = total + self._vmapped(("grid-vjp", sig, b), pullback(functools.partial(
                 stages.grid_part, sig)))(systems, params, g_grid)

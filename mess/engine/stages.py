@@ -35,7 +35,7 @@ from mess.engine.system import Params, System, with_params
 from mess.grid import grid_coords_weights
 from mess.integrals.one_electron import nuclear_repulsion, one_electron
 from mess.integrals.three_center import cholesky_cderi, three_center, two_center
-from mess.integrals.two_electron import class_blocks, divisor_chunk
+from mess.integrals.two_electron import class_blocks, class_blocks_batch
 from mess.properties import dipole_moment, mulliken_charges
 from mess.scf.kernel import (SCFState, diis_phase, fallback_phase, finalize, fixed_cycles, initial_state,
                              make_problem)
@@ -80,6 +80,14 @@ def eri_part(sig: Signature, index: int, system: System, params: Params, chunk: 
     return class_blocks(sig.classes[index], sig.basis, data, system.quartets[index], chunk)
 
 
+def eri_part_batch(sig: Signature, index: int, systems: System, params: Params) -> Array:
+    """:func:`eri_part` of a batch of systems (every leaf with a leading batch axis),
+    evaluated as one list of the batch's quartets
+    (:func:`~mess.integrals.two_electron.class_blocks_batch`): [batch, nq, ...]."""
+    data = jax.vmap(lambda s, p: shell_data(sig.basis, with_params(s, p), p.positions))(systems, params)
+    return class_blocks_batch(sig.classes[index], sig.basis, data, systems.quartets[index])
+
+
 def df_part(sig: Signature, system: System, params: Params) -> Float[Array, "naux nao nao"]:
     """The density-fitting factor B = L^-1 (P|ij) (Hartree^1/2; V = L L^T the Coulomb
     metric) with the auxiliary functions on the atoms at ``params.positions``."""
@@ -88,25 +96,22 @@ def df_part(sig: Signature, system: System, params: Params) -> Float[Array, "nau
     return cholesky_cderi(three_center(sig.basis, data, sig.aux, aux), two_center(sig.aux, aux))
 
 
-def batched_chunk(cls, batch: int) -> int:
-    """Quartets per step of a class under ``vmap`` over ``batch`` items: the class's
-    chunk divided by the batch size (each step then holds about one chunk's work in
-    all), cutting the list evenly."""
-    return divisor_chunk(cls.nq, max(8, cls.chunk // batch))
-
-
-def two_electron_parts(sig: Signature, batch: int | None = None) -> list[tuple[tuple, object]]:
+def two_electron_parts(sig: Signature) -> list[tuple[tuple, object]]:
     """The stages whose outputs hold the two-electron integrals, as ``(key, stage)``
     with ``stage(system, params)``: one :func:`eri_part` per quartet class, or the one
-    :func:`df_part`. ``batch``: the batch size the stages run at under ``vmap`` (it
-    sets the quartet chunks; None: unbatched)."""
+    :func:`df_part`."""
     if sig.density_fit:
         return [(("df",), functools.partial(df_part, sig))]
-    out = []
-    for i, cls in enumerate(sig.classes):
-        chunk = None if batch is None else batched_chunk(cls, batch)
-        out.append((("eri", i), functools.partial(eri_part, sig, i, chunk=chunk)))
-    return out
+    return [(("eri", i), functools.partial(eri_part, sig, i)) for i in range(len(sig.classes))]
+
+
+def two_electron_batch_parts(sig: Signature) -> list[tuple[tuple, object]]:
+    """:func:`two_electron_parts` as functions of a batch ``(systems, params)`` (leading
+    batch axis): the ERI classes through :func:`eri_part_batch`, density fitting
+    through ``jax.vmap``."""
+    if sig.density_fit:
+        return [(("df",), jax.vmap(functools.partial(df_part, sig)))]
+    return [(("eri", i), functools.partial(eri_part_batch, sig, i)) for i in range(len(sig.classes))]
 
 
 def grid_part(sig: Signature, system: System, params: Params) -> GridData:

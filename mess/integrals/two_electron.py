@@ -615,23 +615,49 @@ def class_blocks(cls: QuartetClass, shape: BasisShape, data, quartets: QuartetLi
     (``jax.checkpoint``) when differentiated, so a pullback stores only row indices,
     not every primitive quartet's Hermite intermediates. Padding quartets give finite
     blocks (they are weighted 0 in J/K)."""
+    gdata = [data[shape.index(l)] for l in cls.ls]
+    return _blocks_of_rows(cls, shape.cart, gdata, jnp.asarray(quartets.rows), chunk)
+
+
+def class_blocks_batch(cls: QuartetClass, shape: BasisShape, data, quartets: QuartetList,
+                       chunk: int | None = None) -> Float[Array, "batch nq da db dc dd"]:
+    """:func:`class_blocks` of a batch of molecules of one signature: ``data`` and
+    ``quartets`` carry a leading batch axis (``quartets.rows`` [batch, 4, nq]).
+
+    The batch's quartets are evaluated as one list of batch * nq quartets (each row
+    offset into the flattened shell data of its molecule), so the chunks keep their
+    full length; under ``jax.vmap`` of :func:`class_blocks` every chunk would be cut
+    by the batch size (short vectors along the quartet axis, measured 3x slower for a
+    batch of 8 STO-3G molecules on 2 CPU cores)."""
+    rows = jnp.asarray(quartets.rows)
+    b, _, nq = rows.shape
+    gdata, flat_rows = [], []
+    for k, l in enumerate(cls.ls):
+        e, c, x = data[shape.index(l)]  # [batch, n, K], [batch, n, K], [batch, n, 3]
+        n = e.shape[1]
+        gdata.append((e.reshape((b * n,) + e.shape[2:]), c.reshape((b * n,) + c.shape[2:]), x.reshape(b * n, 3)))
+        flat_rows.append((rows[:, k, :] + n * jnp.arange(b, dtype=rows.dtype)[:, None]).reshape(b * nq))
+    out = _blocks_of_rows(cls, shape.cart, gdata, jnp.stack(flat_rows), chunk)
+    return out.reshape((b, nq) + out.shape[1:])
+
+
+def _blocks_of_rows(cls: QuartetClass, cart: bool, gdata, rows: Int[Array, "4 nq"], chunk: int | None):
+    """Blocks of the quartets ``rows`` (rows into the per-position shell data
+    ``gdata``: four (exponents, coefficients, centres)), in chunks (``lax.map``)."""
     ls, ks = cls.ls, cls.ks
     chunk = cls.chunk if chunk is None else chunk
-    nq = quartets.rows.shape[1]
+    nq = rows.shape[1]
     if nq % chunk:
         raise InputError(f"quartet list of length {nq} is not a multiple of the chunk {chunk}")
-    gdata = []
-    for k in range(4):
-        e, c, x = data[shape.index(ls[k])]
-        gdata.append((e[:, :ks[k]], c[:, :ks[k]], x))
-    rows = jnp.asarray(quartets.rows).reshape(4, nq // chunk, chunk).transpose(1, 0, 2)
+    gdata = [(e[:, :k], c[:, :k], x) for (e, c, x), k in zip(gdata, ks)]
+    rows = rows.reshape(4, nq // chunk, chunk).transpose(1, 0, 2)
 
     def one_chunk(r):
         args = []
         for k in range(4):
             e, c, x = gdata[k]
             args += [e[r[k]], c[r[k]], x[r[k]]]
-        return _quartet_kernel(ls, shape.cart, *args)
+        return _quartet_kernel(ls, cart, *args)
 
     out = jax.lax.map(jax.checkpoint(one_chunk), rows)
     return out.reshape((nq,) + out.shape[2:])
