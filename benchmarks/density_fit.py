@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from throughput import versions
+from throughput import versions, write_report
 
 HERE = Path(__file__).resolve().parent
 SMILES = {"water": "O", "uracil": "O=C1C=CNC(=O)N1", "naproxen": "COc1ccc2cc(ccc2c1)C(C)C(=O)O",
@@ -105,14 +105,9 @@ def main(argv=None) -> int:
                 f"{r['peak_rss_gib']:8.1f}")
         lines.append(line)
         print(line, flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    info = versions()
-    (out / f"density-fit-{stamp}.json").write_text(json.dumps({"benchmark": "density_fit", "versions": info,
-                                                                "rows": rows}, indent=1))
-    (out / f"density-fit-{stamp}.txt").write_text("\n".join(lines + ["", json.dumps(info)]) + "\n")
-    print(f"wrote {out / f'density-fit-{stamp}.json'}")
+    path = write_report(args.out, "density-fit", {"benchmark": "density_fit", "versions": versions(), "rows": rows},
+                        "\n".join(lines + ["", json.dumps(versions())]))
+    print(f"wrote {path}")
     return 0
 
 

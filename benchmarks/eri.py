@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from throughput import versions
+from throughput import versions, write_report
 
 HERE = Path(__file__).resolve().parent
 XYZ = HERE.parent / "datasets" / "xyz"
@@ -131,13 +131,10 @@ def main(argv=None) -> int:
             sub = f"    {str(c['ls']):14s} K={str(c['ks']):14s} nq={c['nq']:8d} {c['s']:7.3f} s {c['us_per_quartet']:7.2f} us/quartet"
             lines.append(sub)
             print(sub, flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
     info = versions()
-    (out / f"eri-{stamp}.json").write_text(json.dumps({"benchmark": "eri", "versions": info, "rows": rows}, indent=1))
-    (out / f"eri-{stamp}.txt").write_text("\n".join(lines + ["", json.dumps(info)]) + "\n")
-    print(f"wrote {out / f'eri-{stamp}.json'}")
+    path = write_report(args.out, "eri", {"benchmark": "eri", "versions": info, "rows": rows},
+                        "\n".join(lines + ["", json.dumps(info)]))
+    print(f"wrote {path}")
     return 0
 
 

@@ -54,6 +54,17 @@ def versions() -> dict:
             "machine": platform.machine(), "cpus": os.cpu_count(), "device": f"{dev.platform}:{dev.device_kind}"}
 
 
+def write_report(out: str | Path, prefix: str, report: dict, text: str) -> Path:
+    """Write ``report`` as ``OUT/PREFIX-YYYYmmdd-HHMMSS.json`` and ``text`` beside it as
+    ``.txt``; returns the JSON path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
+    stem.with_suffix(".txt").write_text(text + "\n")
+    return stem.with_suffix(".json")
+
+
 def molecules(n: int, heavy: int, offset: int = 0):
     from mess.dataset import builtin_smiles, embed
 
@@ -174,12 +185,8 @@ def main(argv=None) -> int:
     lines.append(f"peak memory {peak / 2**30:.2f} GiB")
     text = "\n".join(lines)
     print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     kind = "gpu" if jax.devices()[0].platform == "gpu" else "cpu"
-    stem = out / f"throughput-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=1))
-    stem.with_suffix(".txt").write_text(text + "\n")
+    write_report(args.out, f"throughput-{kind}", report, text)
     return 0
 
 
