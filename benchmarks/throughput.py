@@ -49,17 +49,36 @@ def versions() -> dict:
     import mess
 
     dev = jax.devices()[0]
-    return {"mess": mess.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-            "pyscf": pyscf.__version__, "numpy": numpy.__version__, "python": platform.python_version(),
-            "machine": platform.machine(), "cpus": os.cpu_count(), "device": f"{dev.platform}:{dev.device_kind}"}
+    found = {"mess": mess.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+             "pyscf": pyscf.__version__, "pyscf_threads": pyscf.lib.num_threads(), "numpy": numpy.__version__, "python": platform.python_version(),
+             "machine": platform.machine(), "cpus": os.cpu_count(), "device": f"{dev.platform}:{dev.device_kind}"}
+    if dev.platform == "gpu":
+        found.update(nvidia_versions())
+    return found
 
 
-def write_report(out: str | Path, prefix: str, report: dict, text: str) -> Path:
-    """Write ``report`` as ``OUT/PREFIX-YYYYmmdd-HHMMSS.json`` and ``text`` beside it as
-    ``.txt``; returns the JSON path."""
+def nvidia_versions() -> dict:
+    """The NVIDIA driver and the CUDA version it supports, read from ``nvidia-smi``
+    (empty where it is missing)."""
+    import re
+    import subprocess
+
+    try:
+        head = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    driver = re.search(r"Driver Version:\s*([\d.]+)", head)
+    cuda = re.search(r"CUDA Version:\s*([\d.]+)", head)
+    return {"nvidia_driver": driver and driver.group(1), "cuda_driver_api": cuda and cuda.group(1)}
+
+
+def write_report(out: str | Path, prefix: str, report: dict, text: str, stamp: str | None = None) -> Path:
+    """Write ``report`` as ``OUT/PREFIX-STAMP.json`` and ``text`` beside it as ``.txt``
+    (``STAMP`` default: now, as YYYYmmdd-HHMMSS; pass one to rewrite the same files);
+    returns the JSON path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem = out / f"{prefix}-{stamp or time.strftime('%Y%m%d-%H%M%S')}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
     stem.with_suffix(".txt").write_text(text + "\n")
     return stem.with_suffix(".json")
@@ -140,6 +159,35 @@ def run_mode(mode: str, cold, warm, pyscf_mols, batch_size, engine_factory) -> d
     return out
 
 
+
+def report_of(args, rows: list[dict]) -> dict:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"benchmark": "throughput", "setting": "b3lyp5/sto-3g grid 0", "heavy_atoms": args.heavy,
+            "versions": versions(), "peak_rss_bytes": peak, "rows": rows,
+            "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def table(args, rows: list[dict]) -> str:
+    v = versions()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    lines = [f"throughput at QM1B's setting (b3lyp5/STO-3G, grid 0), {args.heavy} heavy atoms; "
+             f"{v['device']}, {v['cpus']} CPUs",
+             f"{'mode':10s} {'batch':>5s} {'steady/s':>8s} {'warm/s':>7s} {'PySCF/s':>8s} {'ratio':>6s} "
+             f"{'compile s':>9s} {'+warm':>6s} {'buckets':>7s} {'cycles':>6s} {'PySCF cyc':>9s} {'|dE| max':>9s}"]
+    for r in rows:
+        ratio = r["mess_per_s_steady"] / r["pyscf_per_s"] if "pyscf_per_s" in r else float("nan")
+        lines.append(f"{r['mode']:10s} {str(r['batch_size'] or 'auto'):>5s} {r['mess_per_s_steady']:8.2f} "
+                     f"{r['mess_per_s']:7.2f} {r.get('pyscf_per_s', float('nan')):8.2f} {ratio:6.2f} "
+                     f"{r['compile_s']:9.1f} {r['compile_s_warm_pass']:6.1f} {r['buckets']:7d} "
+                     f"{r['iterations_mean']:6.1f} {r.get('pyscf_cycles_mean', float('nan')):9.1f} "
+                     f"{r.get('max_abs_energy_diff', float('nan')):9.1e}")
+    lines.append("steady/s: conformers/s with every program compiled; warm/s: other molecules' first pass, "
+                 "compiling included (compile s: cold pass; +warm: compiling in the warm pass); "
+                 "ratio: steady mess / PySCF")
+    lines.append(f"peak memory {peak / 2**30:.2f} GiB (host)")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=16, help="molecules per set (cold set and warm set each)")
@@ -158,35 +206,16 @@ def main(argv=None) -> int:
     cold = molecules(args.n, args.heavy)
     warm = molecules(args.n, args.heavy, offset=args.n)
     pyscf_mols = warm[:args.pyscf_n]
+    kind = "gpu" if jax.devices()[0].platform == "gpu" else "cpu"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     rows = []
     for mode in args.modes:
         for b in args.batch_sizes:
-            row = run_mode(mode, cold, warm, pyscf_mols, b, mess.Engine)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    report = {"benchmark": "throughput", "setting": "b3lyp5/sto-3g grid 0", "heavy_atoms": args.heavy,
-              "versions": versions(), "peak_rss_bytes": peak, "rows": rows,
-              "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-    lines = [f"throughput at QM1B's setting (b3lyp5/STO-3G, grid 0), {args.heavy} heavy atoms; "
-             f"{report['versions']['device']}, {report['versions']['cpus']} CPUs",
-             f"{'mode':10s} {'batch':>5s} {'steady/s':>8s} {'warm/s':>7s} {'PySCF/s':>8s} {'ratio':>6s} "
-             f"{'compile s':>9s} {'+warm':>6s} {'buckets':>7s} {'cycles':>6s} {'PySCF cyc':>9s} {'|dE| max':>9s}"]
-    for r in rows:
-        ratio = r["mess_per_s_steady"] / r["pyscf_per_s"] if "pyscf_per_s" in r else float("nan")
-        lines.append(f"{r['mode']:10s} {str(r['batch_size'] or 'auto'):>5s} {r['mess_per_s_steady']:8.2f} "
-                     f"{r['mess_per_s']:7.2f} {r.get('pyscf_per_s', float('nan')):8.2f} {ratio:6.2f} "
-                     f"{r['compile_s']:9.1f} {r['compile_s_warm_pass']:6.1f} {r['buckets']:7d} "
-                     f"{r['iterations_mean']:6.1f} {r.get('pyscf_cycles_mean', float('nan')):9.1f} "
-                     f"{r.get('max_abs_energy_diff', float('nan')):9.1e}")
-    lines.append("steady/s: conformers/s with every program compiled; warm/s: other molecules' first pass, "
-                 "compiling included (compile s: cold pass; +warm: compiling in the warm pass); "
-                 "ratio: steady mess / PySCF")
-    lines.append(f"peak memory {peak / 2**30:.2f} GiB")
-    text = "\n".join(lines)
-    print(text)
-    kind = "gpu" if jax.devices()[0].platform == "gpu" else "cpu"
-    write_report(args.out, f"throughput-{kind}", report, text)
+            rows.append(run_mode(mode, cold, warm, pyscf_mols, b, mess.Engine))
+            print(json.dumps(rows[-1]), flush=True)
+            # rewritten after every row: an interrupted sweep keeps what it measured
+            write_report(args.out, f"throughput-{kind}", report_of(args, rows), table(args, rows), stamp)
+    print(table(args, rows))
     return 0
 
 
