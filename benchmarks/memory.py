@@ -54,6 +54,9 @@ def main(argv=None) -> int:
     mols = [embed(s, 1)[0] for s in smiles]
     engine = mess.Engine()
     rows = []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"memory-{time.strftime('%Y%m%d-%H%M%S')}.json"
     t0 = time.perf_counter()
     for start in range(0, len(mols), args.batch):
         part = mols[start:start + args.batch]
@@ -63,11 +66,9 @@ def main(argv=None) -> int:
                "elapsed_s": time.perf_counter() - t0}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"memory-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"benchmark": "memory", "basis": args.basis, "xc": args.xc, "batch": args.batch,
-                                "rows": rows}, indent=1))
+        # rewritten after every batch: a run stopped early keeps what it measured
+        path.write_text(json.dumps({"benchmark": "memory", "basis": args.basis, "xc": args.xc,
+                                    "batch": args.batch, "rows": rows}, indent=1))
     print(f"wrote {path}")
     return 0
 

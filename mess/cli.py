@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="J and K by density fitting (as PySCF's density_fit(); memory N^2 N_aux)")
     e.add_argument("--auxbasis", default=None,
                    help="auxiliary basis for --density-fit (default: PySCF's JK-fitting set for the basis)")
+    e.add_argument("--precision", choices=["float64", "mixed"], default="float64",
+                   help="float64 throughout (default), or mixed: float32 ERIs (docs: performance, error budget)")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     e.add_argument("--plot", default=None, metavar="FILE.png",
                    help="draw the SCF convergence (energy change, orbital gradient per cycle)")
@@ -119,6 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--mmff", action="store_true", help="relax conformers with MMFF94 before the DFT")
     g.add_argument("--prune-rms", type=float, default=None, help="drop conformers within this RMSD, Angstrom")
     g.add_argument("--schema", choices=["native", "qm1b"], default=None, help="columns (default native)")
+    g.add_argument("--precision", choices=["float64", "mixed"], default=None,
+                   help="float64 throughout (default), or mixed: float32 ERIs (recorded in the metadata)")
     g.add_argument("--limit", type=int, default=None, help="first M source molecules only")
     g.add_argument("--batch-size", type=int, default=None, help="conformers per batch (default: fits memory)")
     g.add_argument("--shard-size", type=int, default=None, help="molecules per shard (default 32)")
@@ -287,6 +291,8 @@ def energy_command(args) -> int:
     _logging(args)
     t0 = time.perf_counter()
     opts = dict(cart=args.cart, grid_level=args.grid_level, conv_tol=args.conv_tol, max_cycle=args.max_cycle)
+    if args.precision != "float64":
+        opts["precision"] = args.precision
     if args.density_fit:
         opts.update(density_fit=True, auxbasis=args.auxbasis)
     limit = None if args.max_memory is None else int(args.max_memory * 2**30)
@@ -447,7 +453,8 @@ def generate_command(args) -> int:
     base = dict(QM1B_PRESET) if args.preset == "qm1b" else {}
     given = {"conformers": args.conformers, "seed": args.seed, "basis": args.basis, "xc": args.xc,
              "grid_level": args.grid_level, "fixed_cycles": args.fixed_cycles, "conv_tol": args.conv_tol,
-             "conv_tol_grad": args.conv_tol_grad, "schema": args.schema, "limit": args.limit, "shard_size": args.shard_size, "prune_rms": args.prune_rms}
+             "conv_tol_grad": args.conv_tol_grad, "schema": args.schema, "limit": args.limit, "shard_size": args.shard_size, "prune_rms": args.prune_rms,
+             "precision": args.precision}
     base.update({k: v for k, v in given.items() if v is not None})
     if args.forces:
         base["forces"] = True

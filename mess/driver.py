@@ -34,7 +34,10 @@ def run(molecule: Molecule, basis: str = "sto-3g", xc: str = "hf", cart: bool = 
             (default 1e-14, screening at the molecule's geometry),
             ``density_fit`` (default False: J and K from density fitting, PySCF's
             ``mf.density_fit()``) with ``auxbasis`` (default: PySCF's JK-fitting set
-            for the basis, :func:`mess.engine.signature.default_auxbasis`).
+            for the basis, :func:`mess.engine.signature.default_auxbasis`),
+            ``precision`` (``"float64"``, default, or ``"mixed"``: the four-centre
+            ERIs in float32, everything else float64; its error budget is in the
+            performance guide).
 
     Returns:
         :class:`Result` (energies in Hartree, dipole in Debye).

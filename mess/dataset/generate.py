@@ -59,7 +59,8 @@ class Settings:
         schema: ``native`` or ``qm1b`` columns (:mod:`mess.dataset.schema`).
         limit: first ``limit`` source molecules only (None: all); ``shard_size``:
             molecules per shard; ``max_heavy``: size limit (heavy atoms).
-        precision, mess_version: recorded so that no dataset mixes numbers of
+        precision: ``"float64"`` or ``"mixed"`` (float32 ERIs; :data:`mess.engine.signature.PRECISIONS`).
+        mess_version: recorded, as the precision, so that no dataset mixes numbers of
             different precisions or code versions.
     """
 
@@ -115,6 +116,10 @@ def check_settings(s: Settings) -> None:
         raise InputError(f"--conv-tol-grad must be positive, got {s.conv_tol_grad}")
     if s.schema not in SCHEMAS:
         raise InputError(f"unknown schema {s.schema!r} (use one of {', '.join(SCHEMAS)})")
+    from mess.engine.signature import PRECISIONS
+
+    if s.precision not in PRECISIONS:
+        raise InputError(f"precision must be {' or '.join(map(repr, PRECISIONS))}, got {s.precision!r}")
     if s.prune_rms < 0:
         raise InputError(f"--prune-rms must be >= 0, got {s.prune_rms}")
     functional_of(s.xc)
@@ -346,7 +351,7 @@ def _prepare_shard(settings: Settings, entries: list[Entry], embedded: list[dict
     import mess
     from mess.engine.signature import Method, prepare
 
-    method = Method(settings.basis, settings.xc, False, settings.grid_level)
+    method = Method(settings.basis, settings.xc, False, settings.grid_level, precision=settings.precision)
     errors, jobs, prepared = [], [], []
     for e, emb in zip(entries, embedded):
         if "error" in emb:

@@ -241,7 +241,8 @@ def split_options(options: dict) -> tuple[SCFOptions, dict]:
     """User options -> (SCFOptions, the rest); unknown names raise ``ValueError``."""
     scf_kw = {k: v for k, v in options.items() if k in SCF_OPTION_NAMES}
     rest = {k: v for k, v in options.items() if k not in SCF_OPTION_NAMES}
-    known = {"init_guess", "schwarz_threshold", "restricted", "grid_level", "jk", "density_fit", "auxbasis"}
+    known = {"init_guess", "schwarz_threshold", "restricted", "grid_level", "jk", "density_fit", "auxbasis",
+             "precision"}
     unknown = set(rest) - known
     if unknown:
         raise InputError(f"unknown option(s): {', '.join(sorted(unknown))}")

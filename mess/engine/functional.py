@@ -78,8 +78,9 @@ class Hamiltonian(eqx.Module):
 
 def dense_eri(sig: Signature, quartets, blocks) -> tuple[Array, Array]:
     """The dense ERI tensor ``(ij|kl)`` and its exchange layout ``[i, k, j, l]`` from the
-    blocks (differentiable in the blocks)."""
-    full = eri_tensor(sig.basis, sig.classes, quartets, blocks)
+    blocks (differentiable in the blocks), in float64 whatever the blocks' precision
+    (the J/K contractions accumulate in float64)."""
+    full = eri_tensor(sig.basis, sig.classes, quartets, tuple(b.astype(jnp.float64) for b in blocks))
     return full, jnp.transpose(full, (0, 2, 1, 3))
 
 

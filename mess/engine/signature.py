@@ -37,8 +37,13 @@ from mess.structure import Molecule
 
 log = logging.getLogger("mess")
 
-#: Precisions the engine offers (float32 modes are a later addition).
-PRECISIONS = ("float64",)
+#: Precisions the engine offers: ``"float64"`` throughout, or ``"mixed"``: the
+#: four-centre ERIs evaluated and stored in float32 (from float64 pair and quartet
+#: geometry, :func:`mess.integrals.two_electron.class_blocks`), everything else
+#: (one-electron integrals, density fitting, the grid and XC quadrature, J/K
+#: accumulation, the SCF, energies and gradients) in float64. The error budget is
+#: measured by ``benchmarks/precision.py`` (docs: performance).
+PRECISIONS = ("float64", "mixed")
 #: Largest (padded) AO count for which J and K come from a dense nao^4 tensor (two
 #: layouts, 2 nao^4 8 bytes per molecule: 0.8 GB at 100 AOs): matrix-vector products
 #: instead of the gathers and scatter-adds of the block build, which XLA runs
@@ -72,7 +77,7 @@ class Method:
         xc: ``"hf"`` or a functional name with PySCF's meaning (lower case).
         grid_level: PySCF grid level 0-9 (unused for HF).
         schwarz_threshold: Schwarz screening threshold on ERI bounds (0: none).
-        precision: ``"float64"``.
+        precision: ``"float64"`` or ``"mixed"`` (:data:`PRECISIONS`).
         jk: how J and K are built: ``"dense"`` from a dense nao^4 tensor, ``"blocks"``
             from the unique integral blocks, ``"auto"`` (dense up to
             :data:`DENSE_JK_NAO` padded AOs). Unused with density fitting.
@@ -102,7 +107,7 @@ class Method:
         if not self.schwarz_threshold >= 0:
             raise InputError(f"schwarz_threshold must be >= 0, got {self.schwarz_threshold!r}")
         if self.precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise InputError(f"precision must be {' or '.join(map(repr, PRECISIONS))}, got {self.precision!r}")
         if self.jk not in ("auto", "dense", "blocks"):
             raise InputError(f"jk must be 'auto', 'dense' or 'blocks', got {self.jk!r}")
         if self.auxbasis is not None:
@@ -156,7 +161,7 @@ def _predefined_auxbasis(basis: str) -> str | None:
 def method_from_options(basis: str, xc: str, cart: bool, grid_level: int, options: dict,
                         schwarz_threshold: float = SCHWARZ_THRESHOLD) -> Method:
     """The :class:`Method` of user options (``schwarz_threshold``, ``jk``,
-    ``density_fit``, ``auxbasis``; the rest is ignored here). ``auxbasis`` without
+    ``density_fit``, ``auxbasis``, ``precision``; the rest is ignored here). ``auxbasis`` without
     ``density_fit=True`` is an error; ``density_fit=True`` alone takes
     :func:`default_auxbasis`."""
     fit = options.get("density_fit", False)
@@ -168,7 +173,8 @@ def method_from_options(basis: str, xc: str, cart: bool, grid_level: int, option
     if fit and aux is None:
         aux = default_auxbasis(basis)
     return Method(basis, xc, cart, grid_level, options.get("schwarz_threshold", schwarz_threshold),
-                  jk=options.get("jk", "auto"), auxbasis=aux if fit else None)
+                  precision=options.get("precision", "float64"), jk=options.get("jk", "auto"),
+                  auxbasis=aux if fit else None)
 
 
 @dataclasses.dataclass(frozen=True)

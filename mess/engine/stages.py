@@ -57,6 +57,12 @@ class GridData(eqx.Module):
     coords: Array | None
 
 
+def single(sig: Signature) -> bool:
+    """Whether the four-centre ERI blocks are evaluated and stored in float32
+    (``precision="mixed"``)."""
+    return sig.method.precision == "mixed"
+
+
 def precomputed_ao(sig: Signature) -> bool:
     """Whether AO values are precomputed for ``sig`` (they fit in :data:`AO_MEMORY`)."""
     nd = 1 + 3 * ao_deriv(sig.method.functional)
@@ -75,9 +81,10 @@ def one_electron_part(sig: Signature, system: System, params: Params) -> dict[st
 
 
 def eri_part(sig: Signature, index: int, system: System, params: Params, chunk: int | None = None) -> Array:
-    """ERI blocks of quartet class ``index`` of ``sig`` (Hartree)."""
+    """ERI blocks of quartet class ``index`` of ``sig`` (Hartree; float32 under
+    ``precision="mixed"``, :func:`single`)."""
     data = shell_data(sig.basis, with_params(system, params), params.positions)
-    return class_blocks(sig.classes[index], sig.basis, data, system.quartets[index], chunk)
+    return class_blocks(sig.classes[index], sig.basis, data, system.quartets[index], chunk, single(sig))
 
 
 def eri_part_batch(sig: Signature, index: int, systems: System, params: Params) -> Array:
@@ -85,7 +92,7 @@ def eri_part_batch(sig: Signature, index: int, systems: System, params: Params) 
     evaluated as one list of the batch's quartets
     (:func:`~mess.integrals.two_electron.class_blocks_batch`): [batch, nq, ...]."""
     data = jax.vmap(lambda s, p: shell_data(sig.basis, with_params(s, p), p.positions))(systems, params)
-    return class_blocks_batch(sig.classes[index], sig.basis, data, systems.quartets[index])
+    return class_blocks_batch(sig.classes[index], sig.basis, data, systems.quartets[index], single=single(sig))
 
 
 def df_part(sig: Signature, system: System, params: Params) -> Float[Array, "naux nao nao"]:

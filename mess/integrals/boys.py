@@ -58,9 +58,10 @@ def _table() -> np.ndarray:
 
 def _boys_small(m_max: int, t: Array) -> Array:
     # only the seven columns the Taylor expansion needs are gathered
-    table = jnp.asarray(_table()[:, m_max: m_max + _TAYLOR_TERMS])
+    # in the precision of t: a float32 argument gets a float32 evaluation
+    table = jnp.asarray(_table()[:, m_max: m_max + _TAYLOR_TERMS], dtype=t.dtype)
     idx = jnp.clip(jnp.round(t / _STEP).astype(jnp.int32), 0, table.shape[0] - 1)
-    dt = t - idx * _STEP
+    dt = t - idx.astype(t.dtype) * _STEP
     rows = table[idx]  # [..., 7]
     # Taylor: F_m(T_i + dt) = sum_k F_{m+k}(T_i) (-dt)^k / k!, by Horner's rule (a
     # vector power dt ** k would cost a transcendental per term)

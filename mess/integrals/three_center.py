@@ -83,7 +83,7 @@ def three_center(shape: BasisShape, data: ShellData, aux: BasisShape, aux_data: 
 
                 def kernel(ra, rb, rp, ls=ls, da=da, db=db, dP=dP):
                     unit = _unit_shell(ra.shape[0], origin, dtype)
-                    return _quartet_kernel(ls, shape.cart, *_gather(da, ra), *_gather(db, rb), *_gather(dP, rp),
+                    return _quartet_kernel(ls, shape.cart, False, *_gather(da, ra), *_gather(db, rb), *_gather(dP, rp),
                                            *unit)[..., 0]
 
                 rows = (jnp.asarray(ia), jnp.asarray(ib), jnp.asarray(ip))
@@ -114,7 +114,7 @@ def two_center(aux: BasisShape, aux_data: ShellData) -> Float[Array, "naux naux"
 
             def kernel(rp, rq, ls=ls, dP=dP, dQ=dQ):
                 unit = _unit_shell(rp.shape[0], origin, dtype)
-                blk = _quartet_kernel(ls, aux.cart, *_gather(dP, rp), *unit, *_gather(dQ, rq), *unit)
+                blk = _quartet_kernel(ls, aux.cart, False, *_gather(dP, rp), *unit, *_gather(dQ, rq), *unit)
                 return blk[:, :, 0, :, 0]
 
             rows = (jnp.asarray(ip), jnp.asarray(iq))

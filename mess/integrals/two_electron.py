@@ -95,30 +95,46 @@ def _to_shell_basis(block: Array, ls: tuple[int, int, int, int], cart: bool) -> 
     return block
 
 
-def _quartet_kernel(ls: tuple[int, int, int, int], cart: bool,
+def _quartet_kernel(ls: tuple[int, int, int, int], cart: bool, single: bool,
                     ea, ca, ra, eb, cb, rb, ec, cc, rc, ed, cd, rd) -> Array:
-    """ERI blocks for a chunk of shell quartets of one class; [C, da, db, dc, dd]."""
-    return _kernel(ls, cart, (ea, ca, ra, eb, cb, rb, ec, cc, rc, ed, cd, rd))
+    """ERI blocks for a chunk of shell quartets of one class; [C, da, db, dc, dd];
+    ``single``: evaluated in float32 (see :func:`_kernel`)."""
+    return _kernel(ls, cart, single, (ea, ca, ra, eb, cb, rb, ec, cc, rc, ed, cd, rd))
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _kernel(ls: tuple[int, int, int, int], cart: bool, args: tuple) -> Array:
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
+def _kernel(ls: tuple[int, int, int, int], cart: bool, single: bool, args: tuple) -> Array:
     """Values: classes up to total angular momentum :data:`TERMWISE_QUARTET_MAX_L` use
     the term-by-term kernel (:func:`_quartet_kernel_termwise`, fastest to run), the
     others the array kernel (:func:`_quartet_kernel_arrays`).
+
+    ``single`` (``precision="mixed"``): the blocks are evaluated and returned in
+    float32. The term-by-term kernel forms the pair and quartet geometry (exponent
+    sums, product centres, Hermite expansion coefficients, Boys arguments' factors,
+    prefactors) from the float64 inputs and rounds only those, so that the basis
+    itself is not perturbed (rounding the exponents and centres first would shift
+    every integral of a shell the same way: 2.6e-6 Ha for water/6-31G HF against
+    1e-6 with float32 arithmetic throughout); the array kernel rounds its inputs.
 
     Derivatives (any order, forward or reverse) are those of the array kernel, which
     computes the same integrals: differentiating the term-by-term graph compiled
     4.5x slower (water/STO-3G (pp|pp) gradient: 17 s against 3.8 s at XLA's
     optimisation level 0), so a differentiated call runs the array kernel alone."""
     if sum(ls) <= TERMWISE_QUARTET_MAX_L:
-        return _quartet_kernel_termwise(ls, cart, *args)
-    return _quartet_kernel_arrays(ls, cart, *args)
+        return _quartet_kernel_termwise(ls, cart, single, *args)
+    return _arrays_in(single, ls, cart, args)
 
 
 @_kernel.defjvp
-def _kernel_jvp(ls, cart, primals, tangents):
-    return jax.jvp(lambda a: _quartet_kernel_arrays(ls, cart, *a), primals, tangents)
+def _kernel_jvp(ls, cart, single, primals, tangents):
+    return jax.jvp(lambda a: _arrays_in(single, ls, cart, a), primals, tangents)
+
+
+def _arrays_in(single: bool, ls, cart, args) -> Array:
+    """:func:`_quartet_kernel_arrays`, from and to float32 when ``single``."""
+    if not single:
+        return _quartet_kernel_arrays(ls, cart, *args)
+    return _quartet_kernel_arrays(ls, cart, *(a.astype(jnp.float32) for a in args)).astype(jnp.float32)
 
 
 #: Largest total angular momentum of a quartet class evaluated by the term-by-term
@@ -168,7 +184,7 @@ def _pair_terms(la: int, lb: int, ea, ca, ra, eb, cb, rb):
     return flat(p), centre, rows
 
 
-def _quartet_kernel_termwise(ls: tuple[int, int, int, int], cart: bool,
+def _quartet_kernel_termwise(ls: tuple[int, int, int, int], cart: bool, single: bool,
                              ea, ca, ra, eb, cb, rb, ec, cc, rc, ed, cd, rd) -> Array:
     """ERI blocks [C, da, db, dc, dd] of a chunk of quartets, every Hermite term its
     own array with the quartet axis last.
@@ -188,6 +204,10 @@ def _quartet_kernel_termwise(ls: tuple[int, int, int, int], cart: bool,
     alpha = p * q / pq
     pref = 2.0 * jnp.pi ** 2.5 / (p * q * jnp.sqrt(pq))
     rpq = jnp.stack([P[d][:, None, :] - Q[d][None, :, :] for d in range(3)], axis=-1)
+    if single:  # the geometry in float64 above, the recursions and sums below in float32
+        alpha, rpq, pref = (x.astype(jnp.float32) for x in (alpha, rpq, pref))
+        e_ab, e_cd = ([[None if e is None else e.astype(jnp.float32) for e in row] for row in rows]
+                      for rows in (e_ab, e_cd))
     R = [r * pref for r in hermite_r_list(sum(ls), alpha, rpq)]  # [Kab, Kcd, C] each
     pos = {tuple(int(v) for v in h): i for i, h in enumerate(hermite_indices(sum(ls)))}
     h_ab, h_cd = hermite_indices(la + lb), hermite_indices(lc + ld)
@@ -620,7 +640,7 @@ def class_counts(population: QuartetPopulation, shapes) -> list[int] | None:
 
 
 def class_blocks(cls: QuartetClass, shape: BasisShape, data, quartets: QuartetList,
-                 chunk: int | None = None) -> Float[Array, "nq da db dc dd"]:
+                 chunk: int | None = None, single: bool = False) -> Float[Array, "nq da db dc dd"]:
     """ERI blocks [nq, da, db, dc, dd] (Hartree) of one quartet class.
 
     ``data`` is :func:`mess.basis.shells.shell_data`; ``quartets`` the class's list. The
@@ -628,13 +648,14 @@ def class_blocks(cls: QuartetClass, shape: BasisShape, data, quartets: QuartetLi
     run sequentially (``lax.map``) to bound memory; each chunk is rematerialised
     (``jax.checkpoint``) when differentiated, so a pullback stores only row indices,
     not every primitive quartet's Hermite intermediates. Padding quartets give finite
-    blocks (they are weighted 0 in J/K)."""
+    blocks (they are weighted 0 in J/K). ``single``: blocks evaluated and returned in
+    float32 from float64 ``data`` (:func:`_kernel`)."""
     gdata = [data[shape.index(l)] for l in cls.ls]
-    return _blocks_of_rows(cls, shape.cart, gdata, jnp.asarray(quartets.rows), chunk)
+    return _blocks_of_rows(cls, shape.cart, gdata, jnp.asarray(quartets.rows), chunk, single)
 
 
 def class_blocks_batch(cls: QuartetClass, shape: BasisShape, data, quartets: QuartetList,
-                       chunk: int | None = None) -> Float[Array, "batch nq da db dc dd"]:
+                       chunk: int | None = None, single: bool = False) -> Float[Array, "batch nq da db dc dd"]:
     """:func:`class_blocks` of a batch of molecules of one signature: ``data`` and
     ``quartets`` carry a leading batch axis (``quartets.rows`` [batch, 4, nq]).
 
@@ -651,11 +672,12 @@ def class_blocks_batch(cls: QuartetClass, shape: BasisShape, data, quartets: Qua
         n = e.shape[1]
         gdata.append((e.reshape((b * n,) + e.shape[2:]), c.reshape((b * n,) + c.shape[2:]), x.reshape(b * n, 3)))
         flat_rows.append((rows[:, k, :] + n * jnp.arange(b, dtype=rows.dtype)[:, None]).reshape(b * nq))
-    out = _blocks_of_rows(cls, shape.cart, gdata, jnp.stack(flat_rows), chunk)
+    out = _blocks_of_rows(cls, shape.cart, gdata, jnp.stack(flat_rows), chunk, single)
     return out.reshape((b, nq) + out.shape[1:])
 
 
-def _blocks_of_rows(cls: QuartetClass, cart: bool, gdata, rows: Int[Array, "4 nq"], chunk: int | None):
+def _blocks_of_rows(cls: QuartetClass, cart: bool, gdata, rows: Int[Array, "4 nq"], chunk: int | None,
+                    single: bool = False):
     """Blocks of the quartets ``rows`` (rows into the per-position shell data
     ``gdata``: four (exponents, coefficients, centres)), in chunks (``lax.map``)."""
     ls, ks = cls.ls, cls.ks
@@ -671,7 +693,7 @@ def _blocks_of_rows(cls: QuartetClass, cart: bool, gdata, rows: Int[Array, "4 nq
         for k in range(4):
             e, c, x = gdata[k]
             args += [e[r[k]], c[r[k]], x[r[k]]]
-        return _quartet_kernel(ls, cart, *args)
+        return _quartet_kernel(ls, cart, single, *args)
 
     out = jax.lax.map(jax.checkpoint(one_chunk), rows)
     return out.reshape((nq,) + out.shape[2:])
