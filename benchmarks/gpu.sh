@@ -8,6 +8,9 @@
 #   OUT=gpu-results bash benchmarks/gpu.sh throughput        # some steps
 #
 # At the end the results are packed into $OUT/results.tgz beside the log.
+# Sizes are set for the 15 minutes of device time a session may get: on an H200 each
+# padding bucket compiles its set of programs in about 36 s (2026-12-04), and a first
+# pass over 64 different molecules (several buckets) did not finish in 220 s.
 # Limits (seconds) per step: TRAIN_S, GENERATE_S, THROUGHPUT_S, TRAIN_SMALL_S. Python
 # packages the machine lacks (PySCF, RDKit) can come as a tarball of an installed
 # site-packages tree (tar.xz): SITE_TARBALL=path unpacks it into /tmp/site once.
@@ -32,9 +35,9 @@ for s in $steps; do
   case $s in
     train) limit=${TRAIN_S:-80}; cmd=(benchmarks/train.py --repeat 20 --no-scf-scale) ;;
     train-small) limit=${TRAIN_SMALL_S:-70}; cmd=(benchmarks/train.py --model small --batch-size 64 --repeat 10) ;;
-    generate) limit=${GENERATE_S:-180}; cmd=(benchmarks/generate.py --n 16 --conformers 4 --pyscf-n 4 --shard-size 8) ;;
+    generate) limit=${GENERATE_S:-180}; cmd=(benchmarks/generate.py --n 8 --conformers 4 --pyscf-n 2 --shard-size 8) ;;
     throughput) limit=${THROUGHPUT_S:-220}
-      cmd=(benchmarks/throughput.py --n 64 --pyscf-n 6 --modes fixed converged --batch-sizes 64 16) ;;
+      cmd=(benchmarks/throughput.py --n 16 --pyscf-n 2 --modes fixed --precisions float64 mixed) ;;
     compiles) limit=${COMPILES_S:-120}; export JAX_LOG_COMPILES=1  # each program's compile time in the log
       cmd=(benchmarks/throughput.py --n 4 --pyscf-n 1 --modes fixed) ;;
     *) echo "unknown step $s (train, train-small, generate, throughput, compiles)" >&2; exit 2 ;;

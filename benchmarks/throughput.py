@@ -109,13 +109,14 @@ def pyscf_energy(m, fixed_cycles: int | None) -> tuple[float, float, bool, int]:
     return float(e), time.perf_counter() - t, bool(mf.converged), int(getattr(mf, "cycles", -1))
 
 
-def run_mode(mode: str, cold, warm, pyscf_mols, batch_size, engine_factory) -> dict:
+def run_mode(mode: str, cold, warm, pyscf_mols, batch_size, engine_factory, precision: str = "float64") -> dict:
     import mess
     from mess.timing import CompileClock
 
     fixed = 20 if mode == "fixed" else None
     engine = engine_factory()
-    kw = dict(basis="sto-3g", xc="b3lyp5", grid_level=0, fixed_cycles=fixed, batch_size=batch_size, engine=engine)
+    kw = dict(basis="sto-3g", xc="b3lyp5", grid_level=0, fixed_cycles=fixed, batch_size=batch_size, engine=engine,
+              precision=precision)
     with CompileClock() as clock:
         t = time.perf_counter()
         mess.run_batch(cold, **kw)
@@ -132,7 +133,7 @@ def run_mode(mode: str, cold, warm, pyscf_mols, batch_size, engine_factory) -> d
     mess.run_batch(warm, **kw)
     t_steady = time.perf_counter() - t
     rate = len(warm) / t_warm
-    out = {"mode": mode, "batch_size": batch_size, "cold_molecules": len(cold), "cold_s": t_cold,
+    out = {"mode": mode, "precision": precision, "batch_size": batch_size, "cold_molecules": len(cold), "cold_s": t_cold,
            "warm_molecules": len(warm), "warm_s": t_warm, "mess_per_s": rate,
            "mess_per_s_excluding_compile": len(warm) / max(t_warm - compile_warm, 1e-9),
            "steady_s": t_steady, "mess_per_s_steady": len(warm) / t_steady,
@@ -172,11 +173,11 @@ def table(args, rows: list[dict]) -> str:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     lines = [f"throughput at QM1B's setting (b3lyp5/STO-3G, grid 0), {args.heavy} heavy atoms; "
              f"{v['device']}, {v['cpus']} CPUs",
-             f"{'mode':10s} {'batch':>5s} {'steady/s':>8s} {'warm/s':>7s} {'PySCF/s':>8s} {'ratio':>6s} "
+             f"{'mode':10s} {'prec':7s} {'batch':>5s} {'steady/s':>8s} {'warm/s':>7s} {'PySCF/s':>8s} {'ratio':>6s} "
              f"{'compile s':>9s} {'+warm':>6s} {'buckets':>7s} {'cycles':>6s} {'PySCF cyc':>9s} {'|dE| max':>9s}"]
     for r in rows:
         ratio = r["mess_per_s_steady"] / r["pyscf_per_s"] if "pyscf_per_s" in r else float("nan")
-        lines.append(f"{r['mode']:10s} {str(r['batch_size'] or 'auto'):>5s} {r['mess_per_s_steady']:8.2f} "
+        lines.append(f"{r['mode']:10s} {r.get('precision', 'float64'):7s} {str(r['batch_size'] or 'auto'):>5s} {r['mess_per_s_steady']:8.2f} "
                      f"{r['mess_per_s']:7.2f} {r.get('pyscf_per_s', float('nan')):8.2f} {ratio:6.2f} "
                      f"{r['compile_s']:9.1f} {r['compile_s_warm_pass']:6.1f} {r['buckets']:7d} "
                      f"{r['iterations_mean']:6.1f} {r.get('pyscf_cycles_mean', float('nan')):9.1f} "
@@ -194,6 +195,8 @@ def main(argv=None) -> int:
     p.add_argument("--heavy", type=int, default=9, help="heavy atoms per molecule (default 9)")
     p.add_argument("--pyscf-n", type=int, default=6, help="conformers PySCF computes (from the warm set)")
     p.add_argument("--modes", nargs="+", default=["fixed", "converged"], choices=["fixed", "converged"])
+    p.add_argument("--precisions", nargs="+", default=["float64"], choices=["float64", "mixed"],
+                   help="engine precisions (default float64; mixed: float32 ERIs)")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[None], help="batch sizes (default: automatic)")
     p.add_argument("--out", default=str(HERE / "results"), help="directory for the JSON/text results")
     args = p.parse_args(argv)
@@ -211,10 +214,11 @@ def main(argv=None) -> int:
     rows = []
     for mode in args.modes:
         for b in args.batch_sizes:
-            rows.append(run_mode(mode, cold, warm, pyscf_mols, b, mess.Engine))
-            print(json.dumps(rows[-1]), flush=True)
-            # rewritten after every row: an interrupted sweep keeps what it measured
-            write_report(args.out, f"throughput-{kind}", report_of(args, rows), table(args, rows), stamp)
+            for prec in args.precisions:
+                rows.append(run_mode(mode, cold, warm, pyscf_mols, b, mess.Engine, prec))
+                print(json.dumps(rows[-1]), flush=True)
+                # rewritten after every row: an interrupted sweep keeps what it measured
+                write_report(args.out, f"throughput-{kind}", report_of(args, rows), table(args, rows), stamp)
     print(table(args, rows))
     return 0
 
