@@ -1,7 +1,7 @@
 """Memory of a long process: many different small molecules, one batch after another.
 
-Runs ``--n`` different molecules from RDKit's bundled NCI set (1-8 heavy atoms, C, N,
-O, F, one conformer each) through ``mess.run_batch`` in batches of ``--batch``, with
+Runs ``--n`` different molecules from RDKit's bundled NCI set (1 to ``--max-heavy``
+heavy atoms, C, N, O, F, one conformer each, in the set's order: sizes mixed) through ``mess.run_batch`` in batches of ``--batch``, with
 one engine for the whole process (its compiled programs are bounded: least recently
 used first out, and fewer when the process nears the kernel's memory-map limit).
 After each batch it records the resident memory (``/proc/self/statm``), the number of
@@ -41,6 +41,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=10)
     p.add_argument("--basis", default="sto-3g")
     p.add_argument("--xc", default="hf")
+    p.add_argument("--max-heavy", type=int, default=11, help="largest heavy-atom count (the set has 268 "
+                   "molecules of 1-8 heavy atoms and about 770 of 1-11)")
     p.add_argument("--out", default=str(HERE / "results"))
     args = p.parse_args(argv)
 
@@ -50,7 +52,10 @@ def main(argv=None) -> int:
     import mess
     from mess.dataset import builtin_smiles, embed
 
-    smiles = [s for _, s in builtin_smiles(1, 8)][:args.n]
+    smiles = [s for _, s in builtin_smiles(1, args.max_heavy)][:args.n]
+    if len(smiles) < args.n:
+        raise SystemExit(f"only {len(smiles)} molecules of 1-{args.max_heavy} heavy atoms in the built-in set; "
+                         f"lower --n or raise --max-heavy")
     mols = [embed(s, 1)[0] for s in smiles]
     engine = mess.Engine()
     rows = []
@@ -68,7 +73,8 @@ def main(argv=None) -> int:
         print(json.dumps(row), flush=True)
         # rewritten after every batch: a run stopped early keeps what it measured
         path.write_text(json.dumps({"benchmark": "memory", "basis": args.basis, "xc": args.xc,
-                                    "batch": args.batch, "rows": rows}, indent=1))
+                                    "batch": args.batch, "max_heavy": args.max_heavy,
+                                    "rows": rows}, indent=1))
     print(f"wrote {path}")
     return 0
 

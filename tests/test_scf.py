@@ -242,6 +242,62 @@ def test_newton_fallback_converges_where_pyscf_diis_fails():
     assert abs(float(ss) - mf.spin_square()[0]) < 1e-4
 
 
+def test_lowest_curvature_matches_eigh():
+    """The Lanczos Ritz pair equals the lowest eigenpair of a symmetric matrix, also
+    when the Krylov space is exhausted before ``krylov`` steps (dimension 5 < 12)."""
+    from mess.scf.newton import lowest_curvature
+
+    rng = np.random.default_rng(3)
+    for n, krylov in ((30, 30), (5, 12)):
+        a = rng.normal(size=(n, n))
+        a = a + a.T
+        a[0, 0] -= 5.0
+        w, v = np.linalg.eigh(a)
+        theta, vec = lowest_curvature(lambda x: jnp.asarray(a) @ x, jnp.asarray(rng.normal(size=n)), krylov)
+        assert abs(float(theta) - w[0]) < 1e-10
+        assert abs(abs(float(np.dot(np.asarray(vec), v[:, 0]))) - 1) < 1e-10
+
+
+def test_stability_phase_leaves_the_saddle_of_stretched_h2():
+    """H2 at 2.5 Angstrom, UHF/6-31G from a spin-symmetric guess: DIIS converges to
+    the restricted solution, a saddle point of the UHF energy (past the Coulson-Fischer
+    point); the stability phase finds the negative curvature and converges to the
+    broken-symmetry minimum that PySCF's UHF reaches from a spin-polarised guess.
+    (PySCF's own ``stability()`` calls this saddle stable: its Davidson starts from
+    spin-symmetric vectors, which never reach the spin-antisymmetric mode; ours
+    starts from a random vector.)"""
+    from mess.scf.kernel import diis_phase, finalize, initial_state, make_problem, stability_phase
+
+    mol = pyscf_mol("H 0 0 0; H 0 0 2.5", "6-31g")
+    s, h, eri, e_nuc = integrals(mol)
+    veff_fn = hf_veff(eri_get_jk(eri), False)
+    dm0 = minao_guess(mol, True)  # split evenly between the spins: the symmetric saddle
+
+    @jax.jit
+    def run(check):
+        p = make_problem(s, h, e_nuc, mol.nelec, veff_fn, restricted=False, options=TIGHT)
+        plain = diis_phase(p, initial_state(p, dm0))
+        return finalize(p, plain), finalize(p, stability_phase(p, plain, check))
+
+    plain, stable = run(True)
+    saddle = pyscf_scf.UHF(mol)
+    saddle.conv_tol = 1e-11
+    saddle.kernel(dm0=np.stack([0.5 * dm0, 0.5 * dm0]))
+    assert abs(float(plain.energy) - saddle.e_tot) < 1e-8  # both stop at the saddle
+    mf = pyscf_scf.UHF(mol)
+    mf.conv_tol = 1e-11
+    polarised = np.stack([0.5 * dm0, 0.5 * dm0])
+    polarised[0, 0, 0] += 0.3
+    polarised[1, 0, 0] -= 0.3
+    mf.kernel(dm0=polarised)
+    assert mf.e_tot < saddle.e_tot - 0.1
+    assert bool(stable.converged)
+    assert abs(float(stable.energy) - mf.e_tot) < 1e-8
+    # the check off: the state passes through unchanged
+    _, unchecked = run(False)
+    assert float(unchecked.energy) == float(plain.energy)
+
+
 @pytest.mark.slow
 def test_no_fallback_reports_non_convergence():
     mol = pyscf_mol(NO, "sto-3g", spin=1)

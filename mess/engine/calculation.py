@@ -33,7 +33,7 @@ from mess.engine.signature import method_from_options, prepare
 from mess.engine.system import Params, build, default_params, take
 from mess.errors import InputError
 from mess.integrals.two_electron import SCHWARZ_THRESHOLD
-from mess.scf.kernel import diis_phase, fallback_phase, finalize, initial_state
+from mess.scf.kernel import diis_phase, fallback_phase, finalize, initial_state, stability_phase
 from mess.structure import Molecule, require_molecule
 
 
@@ -207,7 +207,8 @@ class Calculation:
 
     def scf(self, params: Params, dm0: Array | None = None, fallback: bool = True):
         """The SCF at ``params`` in one program (DIIS, then the fallback phase for a
-        state that did not converge): ``(SCFResult, overlap)``, engine AO order."""
+        state that did not converge and the stability phase for an open shell):
+        ``(SCFResult, overlap)``, engine AO order."""
         guess = self.init_guess == "minao"
         if dm0 is None and not guess:
             dm0 = self.guess(self.hamiltonian(params), params)
@@ -222,6 +223,8 @@ def inline_scf(sig, options, fallback: bool, system, params: Params, dm0=None):
     state = diis_phase(p, initial_state(p, d0))
     if fallback:
         state = fallback_phase(p, state)
+        if stages.checks_stability(sig, options):
+            state = stability_phase(p, state, stages.open_shell(system))
     return finalize(p, state), ham.overlap
 
 

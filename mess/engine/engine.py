@@ -445,24 +445,34 @@ class Engine:
         fn = functools.partial(stages.scf_start, sig, options)
         res, props, state = self._vmapped(("scf", sig, options, b), fn)(systems, params, one, blocks, grid, dm0)
         res, props = jax.device_get(res), jax.device_get(props)
-        bad = np.nonzero(~np.asarray(res.converged)[:n_real])[0]
+        converged = np.asarray(res.converged)[:n_real]
+        bad = np.nonzero(~converged)[0]
         if options.fallback and bad.size:
-            m = min(_next_pow2(bad.size), b)
-            idx = np.concatenate([bad, np.full(m - bad.size, bad[-1])])
-            sub = [take(x, idx) for x in (systems, params, one, blocks, grid, state)]
-            fn = functools.partial(stages.scf_fallback, sig, options)
-            res2, props2 = self._vmapped(("fallback", sig, options, m), fn)(*sub)
-            res2, props2 = jax.device_get(res2), jax.device_get(props2)
-            k = bad.size
-
-            def put(a, b2):
-                a = np.array(a)
-                a[bad] = np.asarray(b2)[:k]
-                return a
-
-            res = jax.tree.map(put, res, res2)
-            props = jax.tree.map(put, props, props2)
+            res, props = self._rerun(("fallback", sig, options), stages.scf_fallback, bad, b, res, props,
+                                     (systems, params, one, blocks, grid, state))
+        if stages.checks_stability(sig, options):
+            nelec = np.asarray(systems.nelec)[:n_real]
+            check = np.nonzero(converged & (nelec[:, 0] != nelec[:, 1]))[0]
+            if check.size:
+                res, props = self._rerun(("stability", sig, options), stages.scf_stability, check, b, res, props,
+                                         (systems, params, one, blocks, grid, state))
         return res, props, None, (one, blocks, grid), params
+
+    def _rerun(self, key, stage, items, b, res, props, inputs):
+        """``stage`` on the batch items ``items`` only (padded to a power of two, at most
+        ``b``, so that few programs serve every count), merged into ``(res, props)``."""
+        m = min(_next_pow2(items.size), b)
+        idx = np.concatenate([items, np.full(m - items.size, items[-1])])
+        sub = [take(x, idx) for x in inputs]
+        res2, props2 = jax.device_get(self._vmapped(key + (m,), functools.partial(stage, *key[1:]))(*sub))
+        k = items.size
+
+        def put(a, a2):
+            a = np.array(a)
+            a[items] = np.asarray(a2)[:k]
+            return a
+
+        return jax.tree.map(put, res, res2), jax.tree.map(put, props, props2)
 
     def gradient(self, sig: Signature, systems, params: Params, ints, mo_coeff, mo_occ) -> np.ndarray:
         """Analytic nuclear gradients dE/dR (Hartree/Bohr) of a batch at its SCF

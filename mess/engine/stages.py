@@ -37,7 +37,7 @@ from mess.integrals.one_electron import nuclear_repulsion, one_electron
 from mess.integrals.three_center import cholesky_cderi, three_center, two_center
 from mess.integrals.two_electron import class_blocks, class_blocks_batch
 from mess.properties import dipole_moment, mulliken_charges
-from mess.scf.kernel import (SCFState, diis_phase, fallback_phase, finalize, fixed_cycles, initial_state,
+from mess.scf.kernel import (SCFState, diis_phase, fallback_phase, finalize, fixed_cycles, initial_state, stability_phase,
                              make_problem)
 from mess.scf.options import SCFOptions
 from mess.scf.result import SCFResult
@@ -198,10 +198,35 @@ def scf_start(sig: Signature, options: SCFOptions, system: System, params: Param
 
 def scf_fallback(sig: Signature, options: SCFOptions, system: System, params: Params, one, blocks, grid,
                  state: SCFState) -> tuple[SCFResult, dict]:
-    """The fallback phase from a state the plain iteration left unconverged."""
+    """The fallback phase from a state the plain iteration left unconverged (and, for
+    open-shell items, the stability phase after it: see :func:`checks_stability`)."""
     ham = assemble(sig, system, params, one, blocks, grid)
     p = problem(ham, system, options)
-    res = finalize(p, fallback_phase(p, state))
+    state = fallback_phase(p, state)
+    if checks_stability(sig, options):
+        state = stability_phase(p, state, open_shell(system))
+    res = finalize(p, state)
+    return res, properties(ham, system, params, res)
+
+
+def checks_stability(sig: Signature, options: SCFOptions) -> bool:
+    """Whether converged solutions of this signature get the internal stability
+    check (unrestricted signatures with ``options.stability``)."""
+    return (not sig.restricted) and options.stability
+
+
+def open_shell(system: System) -> Array:
+    """``n_alpha != n_beta`` (traced): the items whose stability is checked."""
+    return system.nelec[0] != system.nelec[1]
+
+
+def scf_stability(sig: Signature, options: SCFOptions, system: System, params: Params, one, blocks, grid,
+                  state: SCFState) -> tuple[SCFResult, dict]:
+    """The stability phase from a state the plain iteration converged: the same
+    state when it is a minimum, a lower converged one when it was a saddle point."""
+    ham = assemble(sig, system, params, one, blocks, grid)
+    p = problem(ham, system, options)
+    res = finalize(p, stability_phase(p, state, open_shell(system)))
     return res, properties(ham, system, params, res)
 
 

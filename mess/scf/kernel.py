@@ -17,7 +17,8 @@ it: :func:`initial_state`, :func:`diis_phase` (the plain iteration, up to
 ``max_cycle`` cycles), :func:`fixed_cycles` (exactly N cycles, no convergence test:
 QM1B's mode), :func:`fallback_phase` (for a state that did not converge: trust-region
 Newton steps on the orbital rotations, :mod:`mess.scf.newton`, or DIIS restarted with
-a level shift) and :func:`finalize`. Each phase is a ``while_loop`` whose condition is
+a level shift), :func:`stability_phase` (for a converged open shell: is it a minimum,
+and if it is a saddle point, descend to one) and :func:`finalize`. Each phase is a ``while_loop`` whose condition is
 false for a converged state, so under ``vmap`` a batch in which every item converged
 never runs a fallback step. :func:`scf` composes them for one molecule.
 
@@ -42,7 +43,7 @@ from jaxtyping import Array, Bool, Float, Int
 from mess.errors import InputError
 from mess.scf.diis import DIISState, commutator_error, diis_init, diis_reset, diis_update
 from mess.scf.eig import REMOVED_ORBITAL_ENERGY, eig, eigh_safe, orthogonalizer
-from mess.scf.newton import newton_step, rotation_mask
+from mess.scf.newton import lowest_curvature, newton_step, rotate, rotation_mask, scaled_derivatives
 from mess.scf.occupation import aufbau, channel_occupancy, make_rdm1
 from mess.scf.options import SCFOptions
 from mess.scf.result import SCFResult
@@ -130,7 +131,8 @@ class SCFProblem(eqx.Module):
     @property
     def history_length(self) -> int:
         opt = self.options
-        return opt.max_cycle + (opt.fallback_max_cycle if opt.fallback else 0) + 1
+        return opt.max_cycle + (opt.fallback_max_cycle if opt.fallback else 0) \
+            + (opt.fallback_max_cycle if opt.stability else 0) + 1
 
     def to_user(self, a):
         return a[0] if self.restricted else a
@@ -387,6 +389,62 @@ def fallback_phase(problem: SCFProblem, state: SCFState) -> SCFState:
     return _where(state.converged, state, out)
 
 
+#: Trial steps along a direction of negative curvature, in the preconditioned
+#: rotation norm (both signs are tried; the lowest energy wins).
+STABILITY_STEPS = (0.003, 0.01, 0.03, 0.1, 0.3)
+
+
+def stability_phase(problem: SCFProblem, state: SCFState, check: Bool[Array, ] | bool = True) -> SCFState:
+    """Internal stability of a converged solution, and the way down when it is a
+    saddle point.
+
+    The lowest eigenvalue of the orbital Hessian (real rotations within the same
+    spin channel, occupations fixed: the internal stability problem of Seeger &
+    Pople, J. Chem. Phys. 66, 3045 (1977)) comes from a Lanczos space of
+    ``options.stability_krylov`` exact Hessian-vector products
+    (:func:`mess.scf.newton.lowest_curvature`). When it is below
+    ``-options.stability_threshold`` the orbitals are rotated along its eigenvector
+    (the lowest energy of :data:`STABILITY_STEPS`, either sign) and trust-region
+    Newton steps converge from there (:func:`_newton_cycle`). The result replaces the
+    state only when it converged to a lower energy; a stable state, one that is not
+    converged, and one whose descent fails pass through unchanged (the Newton loop
+    runs no step for them), and so does every state when ``check`` is false (a
+    traced per-item flag: the engine checks open-shell items only).
+
+    PySCF's DIIS can stop at such a saddle too (its ``stability()`` reports it);
+    e.g. OH with B3LYP/def2-SVP, where the grid splits the degenerate pi pair and the
+    beta hole can settle between its two orientations.
+    """
+    p = problem
+    opt = p.options
+    s = state.step
+    rot_mask = rotation_mask(s.mo_occ, jnp.sum(p.keep))
+    eps = _diag_fock(s.mo_coeff, p.hcore + s.vhf)
+    scale, _, hvp = scaled_derivatives(p.energy_of_orbitals, s.mo_coeff, rot_mask, eps)
+    start = jnp.where(rot_mask, jax.random.normal(jax.random.PRNGKey(0), s.mo_coeff.shape, s.mo_coeff.dtype), 0.0)
+    curvature, mode = lowest_curvature(hvp, start, opt.stability_krylov)
+    steps = jnp.asarray(STABILITY_STEPS, s.energy.dtype)
+    steps = jnp.concatenate([steps, -steps])
+    trial = jax.lax.map(lambda t: p.energy_of_orbitals(rotate(s.mo_coeff, t * mode * scale)), steps)
+    best = jnp.argmin(trial)
+    lower = trial[best] < s.energy - jnp.maximum(opt.conv_tol, 1e-12 * jnp.abs(s.energy))
+    unstable = check & state.converged & (curvature < -opt.stability_threshold) & lower
+    mo_coeff = rotate(s.mo_coeff, steps[best] * mode * scale)
+    new = p.evaluate(eps, mo_coeff, s.mo_occ)
+    new = eqx.tree_at(lambda t: t.mo_energy, new, _diag_fock(mo_coeff, p.hcore + new.vhf))
+    limit = jnp.minimum(state.cycle + opt.fallback_max_cycle, p.history_length - 2)
+    start_state = eqx.tree_at(lambda t: (t.cycle, t.step, t.converged, t.radius), state,
+                              (state.cycle + 1, new, jnp.zeros((), bool),
+                               jnp.asarray(opt.trust_radius, s.energy.dtype)))
+
+    def cond(st):
+        return unstable & (st.cycle < limit) & ~st.converged
+
+    out = jax.lax.while_loop(cond, lambda st: _newton_cycle(p, st), start_state)
+    keep_new = unstable & out.converged & (out.step.energy < s.energy)
+    return _where(keep_new, out, state)
+
+
 def canonicalize(problem: SCFProblem, step: _Step) -> _Step:
     """Orbitals rotated to diagonalise the Fock matrix within the occupied and within
     the virtual space (occupations unchanged), as PySCF's ``canonicalize``; occupied
@@ -467,5 +525,8 @@ def scf(
         An :class:`SCFResult`; non-convergence is reported by ``converged``.
     """
     problem = make_problem(overlap, hcore, e_nuc, nelec, veff_fn, restricted=restricted, options=options)
-    state = diis_phase(problem, initial_state(problem, dm0))
-    return finalize(problem, fallback_phase(problem, state))
+    state = fallback_phase(problem, diis_phase(problem, initial_state(problem, dm0)))
+    if not restricted and options.stability:
+        occupied = jnp.sum(problem.occ > 0, axis=-1)
+        state = stability_phase(problem, state, occupied[0] != occupied[1])
+    return finalize(problem, state)

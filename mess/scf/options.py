@@ -45,6 +45,15 @@ class SCFOptions(eqx.Module):
         trust_radius: initial trust radius of the Newton fallback (preconditioned
             rotation norm, i.e. roughly radians times sqrt(Hartree)).
         max_trust_radius: largest trust radius.
+        stability: check that a converged unrestricted open-shell solution is a
+            minimum and not a saddle point (lowest eigenvalue of the orbital Hessian),
+            and descend along the negative-curvature direction when it is not
+            (:func:`mess.scf.kernel.stability_phase`). The engine runs it only for
+            open-shell items (``n_alpha != n_beta``) in the converged mode; it costs a
+            Lanczos space of Hessian-vector products per item.
+        stability_krylov: Lanczos dimension (Hessian-vector products) of the check.
+        stability_threshold: an eigenvalue of the preconditioned orbital Hessian
+            below minus this (about Hartree / orbital gap) counts as unstable.
         lindep_threshold: overlap eigenvalues below this are dropped (canonical
             orthogonalisation, Löwdin 1970), PySCF's default 1e-6.
     """
@@ -63,6 +72,9 @@ class SCFOptions(eqx.Module):
     newton_cg_iter: int = eqx.field(static=True, default=10)
     trust_radius: float = eqx.field(static=True, default=0.5)
     max_trust_radius: float = eqx.field(static=True, default=2.0)
+    stability: bool = eqx.field(static=True, default=True)
+    stability_krylov: int = eqx.field(static=True, default=40)
+    stability_threshold: float = eqx.field(static=True, default=1e-7)
     lindep_threshold: float = eqx.field(static=True, default=1e-6)
 
     def __check_init__(self):
@@ -70,6 +82,8 @@ class SCFOptions(eqx.Module):
             raise InputError(f"max_cycle must be >= 0, got {self.max_cycle}")
         if self.fallback_max_cycle < 0:
             raise InputError(f"fallback_max_cycle must be >= 0, got {self.fallback_max_cycle}")
+        if self.stability_krylov < 2:
+            raise InputError(f"stability_krylov must be >= 2, got {self.stability_krylov}")
         if self.diis_space < 1:
             raise InputError(f"diis_space must be >= 1, got {self.diis_space}")
         if not 0.0 <= self.damping < 1.0 or not 0.0 <= self.fallback_damping < 1.0:
