@@ -21,9 +21,10 @@ from mess.integrals.two_electron import SCHWARZ_THRESHOLD
 
 from molecules import AMMONIA, WATER
 
-#: The budget docs/performance.md states for molecules up to ~25 atoms (Hartree,
-#: Hartree, Debye, Hartree/Bohr).
-BUDGET = {"energy": 1e-5, "orbital": 1e-5, "dipole": 1e-4, "forces": 1e-5}
+#: The budget docs/performance.md states (from benchmarks/precision.py over 12 cases up
+#: to caffeine): total energy per heavy atom (the error grows with the number of core
+#: integrals), Hartree; HOMO/LUMO, Hartree; dipole, Debye; forces, Hartree/Bohr.
+BUDGET = {"energy_per_heavy_atom": 5e-6, "orbital": 2e-6, "dipole": 5e-5, "forces": 5e-6}
 
 
 def test_boys_function_in_float32_keeps_float32_and_six_digits():
@@ -63,7 +64,8 @@ def test_mixed_results_stay_inside_the_budget():
     for ref, low in zip(out["float64"], out["mixed"]):
         assert bool(ref.converged) and bool(low.converged)
         de = abs(float(low.energy) - float(ref.energy))
-        assert 0 < de < BUDGET["energy"]  # float32 ERIs change the energy, within the budget
+        heavy = sum(z > 1 for z in ref.molecule.numbers)
+        assert 0 < de < BUDGET["energy_per_heavy_atom"] * heavy  # float32 ERIs change it, within the budget
         assert abs(float(low.homo) - float(ref.homo)) < BUDGET["orbital"]
         assert abs(float(low.lumo) - float(ref.lumo)) < BUDGET["orbital"]
         assert np.abs(np.asarray(low.dipole) - np.asarray(ref.dipole)).max() < BUDGET["dipole"]
