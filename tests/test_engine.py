@@ -19,7 +19,7 @@ from mess.engine.calculation import Calculation
 
 from molecules import (AMMONIUM, CH3_RADICAL, CH3CL, ETHANOL, H2S, HYDROXIDE, NH2_RADICAL, NO_RADICAL,
                        O2_TRIPLET, OH_RADICAL, WATER)
-from reference import assert_matches, frontier, pyscf_mf
+from reference import assert_matches, frontier, pyscf_solution
 
 H2 = "2\nhydrogen\nH 0 0 0\nH 0 0 0.74\n"
 TIGHT = 1e-11
@@ -51,11 +51,7 @@ MIXED = [H2, WATER, AMMONIUM, HYDROXIDE, H2S, CH3CL, CH3_RADICAL, O2_TRIPLET]
 
 
 def _compare_with_pyscf(m, res, basis, xc):
-    mf = pyscf_mf(m.to_pyscf(basis), xc)
-    mf.kernel()
-    if not mf.converged:
-        mf = mf.newton()
-        mf.kernel()
+    mf = pyscf_solution(m.to_pyscf(basis), xc)
     homo, lumo = frontier(mf)
     assert_matches({"energy": float(res.energy) - mf.e_tot, "homo": float(res.homo) - homo,
                     "lumo": float(res.lumo) - lumo,

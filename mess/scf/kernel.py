@@ -132,7 +132,7 @@ class SCFProblem(eqx.Module):
     def history_length(self) -> int:
         opt = self.options
         return opt.max_cycle + (opt.fallback_max_cycle if opt.fallback else 0) \
-            + (opt.fallback_max_cycle if opt.stability else 0) + 1
+            + (opt.fallback_max_cycle if opt.stability and not self.restricted else 0) + 1
 
     def to_user(self, a):
         return a[0] if self.restricted else a
