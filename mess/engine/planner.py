@@ -217,10 +217,10 @@ def plan_buckets(prepared: Sequence[Prepared], max_buckets: int = 4, known: Sequ
         raise InputError(f"max_buckets must be >= 1, got {max_buckets}")
     groups: dict = {}
     for i, p in enumerate(prepared):
-        groups.setdefault((p.method, p.restricted), []).append(i)
+        groups.setdefault((p.method, p.restricted, p.population.pieced), []).append(i)
     buckets: list[Bucket] = []
     own_total = padded_total = base_total = 0.0
-    for (method, restricted), idx in groups.items():
+    for (method, restricted, pieced), idx in groups.items():
         members = [prepared[i] for i in idx]
         proxy = _Proxy(members)
         own = np.array([proxy.own(i) for i in range(len(members))])
@@ -228,7 +228,7 @@ def plan_buckets(prepared: Sequence[Prepared], max_buckets: int = 4, known: Sequ
         # 1. reuse compiled signatures
         reused: dict[Signature, list[int]] = {}
         rest = []
-        cands = [s for s in known if s.method == method and s.restricted == restricted]
+        cands = [s for s in known if s.method == method and s.restricted == restricted and s.pieced == pieced]
         movers: dict[int, Signature] = {}  # fit a known signature, but with much padding
         for i, p in enumerate(members):
             own_i = p.cost()

@@ -54,6 +54,11 @@ from mess.integrals.pairs import chunk_size
 #: sub-class must save to be kept apart; about one second of compile time.
 SPLIT_WORK = 3e7
 
+#: Longest contraction evaluated as one piece. A quartet whose shells have longer
+#: contractions is evaluated as the sum of quartets of pieces of at most this many
+#: primitives (:func:`quartet_population` with ``pieces=True``).
+PIECE_PRIMITIVES = 3
+
 #: Default Schwarz screening threshold on |(ab|cd)| bounds (PySCF's direct_scf_tol is 1e-13).
 SCHWARZ_THRESHOLD = 1e-14
 
@@ -333,11 +338,20 @@ def _pyscf_q_cond(layout: BasisLayout, numbers, positions) -> np.ndarray:
 class QuartetPopulation:
     """A molecule's unique, screened quartets per angular-momentum class (host data).
 
-    ``classes[ls] = (sigs [nq, 4], rows [4, nq], nsame [nq])``: the primitive counts of
-    the four shells, their group rows, and the number of coinciding index pairs
-    (a == b, c == d, ab == cd), which fixes the degeneracy weight 0.5^nsame."""
+    ``classes[ls] = (sigs [nq, 4], rows [4, nq], nsame [nq], pieces [4, nq])``: the
+    primitive counts of the four shells, their group rows, the number of coinciding
+    index pairs (a == b, c == d, ab == cd), which fixes the degeneracy weight
+    0.5^nsame, and which piece of each shell's contraction the quartet holds (all 0
+    unless ``pieced``).
 
-    classes: dict[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
+    ``pieced``: a shell quartet with contractions longer than :data:`PIECE_PRIMITIVES`
+    is listed once per combination of its shells' pieces (consecutive runs of at most
+    that many primitives), each with the primitive counts ``min(K, PIECE_PRIMITIVES)``,
+    the quartet's rows and its weight; the integrals are linear in each shell's
+    contraction, so the pieces' blocks sum to the quartet's."""
+
+    classes: dict[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+    pieced: bool = False
 
     @functools.cached_property
     def unique(self) -> dict[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -345,7 +359,7 @@ class QuartetPopulation:
         quartet's signature ``[nq]`` and the count of each ``[m]`` (one 1-D sort of
         packed keys, not a row-wise unique)."""
         out = {}
-        for ls, (sigs, _, _) in self.classes.items():
+        for ls, (sigs, _, _, _) in self.classes.items():
             keys = _pack(sigs)
             ukeys, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
             out[ls] = (_unpack(ukeys), inverse.ravel(), counts)
@@ -379,11 +393,13 @@ def _unpack(keys: np.ndarray) -> np.ndarray:
 
 
 def quartet_population(layout: BasisLayout, bounds: list[np.ndarray] | None,
-                       threshold: float = SCHWARZ_THRESHOLD) -> QuartetPopulation:
+                       threshold: float = SCHWARZ_THRESHOLD, pieces: bool = False) -> QuartetPopulation:
     """Unique shell quartets with Schwarz bound above ``threshold``.
 
     ``bounds`` are :func:`schwarz_bounds` at the geometry of interest; ``None`` (or
-    ``threshold = 0``) keeps every unique quartet, a list valid for any geometry."""
+    ``threshold = 0``) keeps every unique quartet, a list valid for any geometry.
+    ``pieces``: list quartets of long contractions as quartets of contraction pieces
+    (see :class:`QuartetPopulation`)."""
     pairs = pair_list(layout)
     if bounds is None or threshold <= 0:
         bounds = [np.ones(len(p[2])) for p in pairs]
@@ -405,8 +421,32 @@ def quartet_population(layout: BasisLayout, bounds: list[np.ndarray] | None,
             rows = np.stack([ia[P], ib[P], ic[Q], id_[Q]])
             nsame = ((shells[0] == shells[1]).astype(np.int64) + (shells[2] == shells[3])
                      + ((u == v) & (P == Q)))
-            out[(la, lb, lc, ld)] = (nprim[shells].T.copy(), rows, nsame)
-    return QuartetPopulation(out)
+            sigs = nprim[shells].T.copy()
+            piece = np.zeros_like(rows)
+            if pieces:
+                sigs, rows, nsame, piece = _split_contractions(sigs, rows, nsame)
+            out[(la, lb, lc, ld)] = (sigs, rows, nsame, piece)
+    return QuartetPopulation(out, bool(pieces))
+
+
+def contraction_pieces(nprim) -> np.ndarray:
+    """Pieces of :data:`PIECE_PRIMITIVES` primitives that hold ``nprim`` (at least 1)."""
+    return np.maximum(1, -(-np.asarray(nprim) // PIECE_PRIMITIVES))
+
+
+def _split_contractions(sigs: np.ndarray, rows: np.ndarray, nsame: np.ndarray):
+    """Every quartet (``sigs`` [nq, 4], ``rows`` [4, nq], ``nsame`` [nq]) repeated once per
+    combination of its shells' contraction pieces: (sigs capped at
+    :data:`PIECE_PRIMITIVES`, rows, nsame, piece index of each shell [4, n])."""
+    m = contraction_pieces(sigs)  # [nq, 4]
+    total = m.prod(axis=1)
+    owner = np.repeat(np.arange(len(total)), total)
+    local = np.arange(owner.size) - np.repeat(np.cumsum(total) - total, total)
+    piece = np.empty((4, owner.size), dtype=rows.dtype)
+    for k in (3, 2, 1, 0):  # mixed-radix digits of the combination number
+        piece[k] = local % m[owner, k]
+        local = local // m[owner, k]
+    return np.minimum(sigs[owner], PIECE_PRIMITIVES), rows[:, owner], nsame[owner], piece
 
 
 def _screened_pairs(bu: np.ndarray, bv: np.ndarray, threshold: float, same: bool,
@@ -599,10 +639,13 @@ class QuartetList(eqx.Module):
         rows: ``[4, nq]`` group rows of the four shells (padding: 0).
         weights: ``[nq]`` degeneracy weight 0.5^([a==b] + [c==d] + [ab==cd]) (a quartet
             standing for 8, 4, 2 or 1 permutations of the full tensor), 0 for padding.
+        pieces: ``[4, nq]`` contraction piece of each shell (:class:`QuartetPopulation`;
+            0 for whole contractions and padding).
     """
 
     rows: Int[Array, "4 nq"]
     weights: Float[Array, " nq"]
+    pieces: Int[Array, "4 nq"]
 
 
 def quartet_lists(population: QuartetPopulation, classes: tuple[QuartetClass, ...]) -> tuple[QuartetList, ...]:
@@ -614,15 +657,17 @@ def quartet_lists(population: QuartetPopulation, classes: tuple[QuartetClass, ..
     out = []
     for i, cls in enumerate(classes):
         rows = np.zeros((4, cls.nq), dtype=np.int32)
+        pieces = np.zeros((4, cls.nq), dtype=np.int32)
         weights = np.zeros(cls.nq)
         if i in assigned:
             ls, q = assigned[i]
-            _, r, nsame = population.classes[ls]
+            _, r, nsame, piece = population.classes[ls]
             if q.size > cls.nq:
                 raise InputError(f"quartet class {cls.ls}/{cls.ks} holds {cls.nq} quartets, needs {q.size}")
             rows[:, :q.size] = r[:, q]
+            pieces[:, :q.size] = piece[:, q]
             weights[:q.size] = 0.5 ** nsame[q]
-        out.append(QuartetList(rows, weights))
+        out.append(QuartetList(rows, weights, pieces))
     return tuple(out)
 
 
@@ -650,8 +695,35 @@ def class_blocks(cls: QuartetClass, shape: BasisShape, data, quartets: QuartetLi
     not every primitive quartet's Hermite intermediates. Padding quartets give finite
     blocks (they are weighted 0 in J/K). ``single``: blocks evaluated and returned in
     float32 from float64 ``data`` (:func:`_kernel`)."""
-    gdata = [data[shape.index(l)] for l in cls.ls]
-    return _blocks_of_rows(cls, shape.cart, gdata, jnp.asarray(quartets.rows), chunk, single)
+    gdata, rows = [], []
+    for k, l in enumerate(cls.ls):
+        e, c, x = data[shape.index(l)]
+        (e, c, x), m = _piece_data(e, c, x, cls.ks[k])
+        gdata.append((e, c, x))
+        rows.append(jnp.asarray(quartets.rows)[k] * m + jnp.asarray(quartets.pieces)[k])
+    return _blocks_of_rows(cls, shape.cart, gdata, jnp.stack(rows), chunk, single)
+
+
+def _piece_data(e: Float[Array, "n K"], c: Float[Array, "n K"], x: Float[Array, "n 3"], k: int):
+    """Shell data of one group as contraction pieces for a class position with ``k``
+    primitives: when the group's contractions are longer than
+    :data:`PIECE_PRIMITIVES` and ``k`` is not, each shell becomes ``m`` consecutive
+    rows of pieces (row ``m r + j``: piece ``j`` of shell ``r``; missing primitives have
+    coefficient 0). Returns ``((exponents, coefficients, centres), m)``, ``m = 1`` when
+    the data stay whole."""
+    kmax = e.shape[-1]
+    if kmax <= PIECE_PRIMITIVES or k > PIECE_PRIMITIVES:
+        return (e, c, x), 1
+    m = int(contraction_pieces(kmax))
+    pad = m * PIECE_PRIMITIVES - kmax
+    widths = [(0, 0)] * (e.ndim - 1) + [(0, pad)]
+    e = jnp.pad(e, widths, constant_values=1.0).reshape(e.shape[:-1] + (m, PIECE_PRIMITIVES))
+    c = jnp.pad(c, widths).reshape(c.shape[:-1] + (m, PIECE_PRIMITIVES))
+    x = jnp.broadcast_to(x[..., None, :], x.shape[:-1] + (m, 3))
+    lead = e.shape[:-3]
+    n = e.shape[-3] * m
+    return (e.reshape(lead + (n, PIECE_PRIMITIVES)), c.reshape(lead + (n, PIECE_PRIMITIVES)),
+            x.reshape(lead + (n, 3))), m
 
 
 def class_blocks_batch(cls: QuartetClass, shape: BasisShape, data, quartets: QuartetList,
@@ -665,13 +737,15 @@ def class_blocks_batch(cls: QuartetClass, shape: BasisShape, data, quartets: Qua
     cut by the batch size (for 8 STO-3G molecules, 32 quartets per molecule and step
     instead of 256: short vectors along the kernel's quartet axis)."""
     rows = jnp.asarray(quartets.rows)
+    pieces = jnp.asarray(quartets.pieces)
     b, _, nq = rows.shape
     gdata, flat_rows = [], []
     for k, l in enumerate(cls.ls):
-        e, c, x = data[shape.index(l)]  # [batch, n, K], [batch, n, K], [batch, n, 3]
+        (e, c, x), m = _piece_data(*data[shape.index(l)], cls.ks[k])  # [batch, n, K], [batch, n, K], [batch, n, 3]
         n = e.shape[1]
         gdata.append((e.reshape((b * n,) + e.shape[2:]), c.reshape((b * n,) + c.shape[2:]), x.reshape(b * n, 3)))
-        flat_rows.append((rows[:, k, :] + n * jnp.arange(b, dtype=rows.dtype)[:, None]).reshape(b * nq))
+        flat_rows.append((rows[:, k, :] * m + pieces[:, k, :]
+                          + n * jnp.arange(b, dtype=rows.dtype)[:, None]).reshape(b * nq))
     out = _blocks_of_rows(cls, shape.cart, gdata, jnp.stack(flat_rows), chunk, single)
     return out.reshape((b, nq) + out.shape[1:])
 
@@ -777,13 +851,18 @@ def get_jk_dense(eri: Float[Array, "n n n n"], eri_k: Float[Array, "n n n n"], d
                  with_k: bool = True) -> tuple[Array, Array]:
     """J and K of symmetric densities ``dm`` [..., n, n] from the dense tensor ``eri``
     (``(ij|kl)`` at ``[i, j, k, l]``) and its exchange layout ``eri_k`` (``(ij|kl)`` at
-    ``[i, k, j, l]``): each a matrix-vector product over pair indices (Hartree)."""
+    ``[i, k, j, l]``): each a matrix-vector product over pair indices (Hartree).
+
+    Both tensors, read as [n^2, n^2] matrices, are symmetric (``(ij|kl) = (kl|ij)``, and
+    ``eri_k[j, l, i, k] = (ji|lk) = eri_k[i, k, j, l]``), so ``J = D M`` needs no
+    transposed operand: on XLA's CPU backend ``D @ M.T`` copies the whole tensor on
+    every call (10x slower at 68 AOs)."""
     n = dm.shape[-1]
     flat = dm.reshape(dm.shape[:-2] + (n * n,))
-    j = (flat @ eri.reshape(n * n, n * n).T).reshape(dm.shape)
+    j = (flat @ eri.reshape(n * n, n * n)).reshape(dm.shape)
     if not with_k:
         return j, jnp.zeros_like(dm)
-    k = (flat @ eri_k.reshape(n * n, n * n).T).reshape(dm.shape)
+    k = (flat @ eri_k.reshape(n * n, n * n)).reshape(dm.shape)
     return j, k
 
 
@@ -791,13 +870,19 @@ def eri_tensor(shape: BasisShape, classes: tuple[QuartetClass, ...], quartets: t
                blocks: tuple[Array, ...]) -> Float[Array, "nao nao nao nao"]:
     """The full [nao]^4 ERI tensor (engine AO order) from the unique blocks, for small
     systems (the engine's dense J/K) and tests. Padding quartets are skipped by their
-    zero weight. Differentiable in the blocks."""
+    zero weight. Differentiable in the blocks.
+
+    A class that may hold contraction pieces (:func:`_piece_data`) is added, each of
+    the 8 placements times the degeneracy weight, so that the pieces of a quartet sum
+    (a placement reached ``m`` times has weight ``1/m``); other classes are set."""
     n = shape.nao
     out = jnp.zeros((n, n, n, n), dtype=blocks[0].dtype if blocks else jnp.float64)
     for cls, q, blk in zip(classes, quartets, blocks):
         rows = jnp.asarray(q.rows)
         ia, ib, ic, id_ = (ao_indices(shape, cls.ls[k], rows[k]) for k in range(4))
         ia = jnp.where((jnp.asarray(q.weights) > 0)[:, None], ia, n)  # padding: dropped
+        pieced = any(k <= PIECE_PRIMITIVES < shape.group(l).nprim for l, k in zip(cls.ls, cls.ks))
+        weight = jnp.asarray(q.weights, blk.dtype).reshape((-1, 1, 1, 1, 1))
         for (w, x, y, z), perm in [((ia, ib, ic, id_), (0, 1, 2, 3)), ((ib, ia, ic, id_), (1, 0, 2, 3)),
                                    ((ia, ib, id_, ic), (0, 1, 3, 2)), ((ib, ia, id_, ic), (1, 0, 3, 2)),
                                    ((ic, id_, ia, ib), (2, 3, 0, 1)), ((id_, ic, ia, ib), (3, 2, 0, 1)),
@@ -805,5 +890,8 @@ def eri_tensor(shape: BasisShape, classes: tuple[QuartetClass, ...], quartets: t
             val = jnp.transpose(blk, (0,) + tuple(p + 1 for p in perm))
             idx = (w[:, :, None, None, None], x[:, None, :, None, None], y[:, None, None, :, None],
                    z[:, None, None, None, :])
-            out = out.at[idx].set(val, mode="drop")
+            if pieced:
+                out = out.at[idx].add(weight * val, mode="drop")
+            else:
+                out = out.at[idx].set(val, mode="drop")
     return out
