@@ -13,7 +13,7 @@ import mess
 from mess.cli import main
 from mess.engine.resources import count_quartets, machine_memory
 from mess.engine.signature import Method, prepare
-from mess.integrals.two_electron import pair_list, schwarz_bounds
+from mess.integrals.two_electron import pair_list, pair_pieces, schwarz_bounds
 
 from molecules import WATER
 
@@ -32,14 +32,18 @@ def alkane_xyz(ncarbon: int) -> str:
     return f"{len(symbols)}\n\n" + "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize("smiles,basis,threshold", [("CCO", "6-31g*", 1e-14), ("CCO", "sto-3g", 0.0),
-                                                     ("c1ccccc1", "6-31g", 1e-10)])
-def test_quartet_count_equals_the_listed_quartets(smiles, basis, threshold):
-    """The estimate counts exactly the quartets the planner then lists."""
+@pytest.mark.parametrize("smiles,basis,threshold,pieced", [("CCO", "6-31g*", 1e-14, True), ("CCO", "sto-3g", 0.0, False),
+                                                            ("CO", "6-31g", 0.0, True),
+                                                            ("c1ccccc1", "6-31g", 1e-10, True)])
+def test_quartet_count_equals_the_listed_quartets(smiles, basis, threshold, pieced):
+    """The estimate counts exactly the quartets the planner then lists, contraction
+    pieces included."""
     mol = mess.Molecule.from_smiles(smiles)
     p = prepare(mol, Method(basis, "hf", schwarz_threshold=threshold))
+    assert p.population.pieced == pieced
     bounds = schwarz_bounds(p.layout, mol.numbers, np.asarray(mol.positions)) if threshold > 0 else None
-    nq, nvals, _ = count_quartets(pair_list(p.layout), bounds, threshold, False)
+    pairs = pair_list(p.layout)
+    nq, nvals, _ = count_quartets(pairs, bounds, threshold, False, pair_pieces(p.layout, pairs) if pieced else None)
     assert nq == p.population.nquartets == p.size.quartets
     sizes = {0: 1, 1: 3, 2: 5}
     assert nvals == sum(len(v[0]) * np.prod([sizes[l] for l in ls]) for ls, v in p.population.classes.items())

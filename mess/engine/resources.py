@@ -57,26 +57,39 @@ def machine_memory() -> tuple[int, str]:
     return 8 << 30, "assumed memory"
 
 
-def count_quartets(pairs, bounds, threshold: float, cart: bool) -> tuple[int, int, int]:
+def count_quartets(pairs, bounds, threshold: float, cart: bool, pieces=None) -> tuple[int, int, int]:
     """``(quartets, integral values, largest pair-class product)`` that
     :func:`~mess.integrals.two_electron.quartet_population` would list for the pair
     classes ``pairs`` (:func:`~mess.integrals.two_electron.pair_list`) with Schwarz
-    ``bounds`` (``None``: no screening). The last number is the size of the biggest
+    ``bounds`` (``None``: no screening). ``pieces``: for a pieced population, the
+    contraction-piece combinations of each pair
+    (:func:`~mess.integrals.two_electron.pair_pieces`); a quartet then counts as the
+    product of its two pairs' entries. The last number is the size of the biggest
     block of candidate quartets the listing looks at."""
     nq = nvals = peak = 0
-    sorted_bounds = None if bounds is None else [np.sort(b) for b in bounds]
+    weights = [np.ones(len(p[2]), np.int64) for p in pairs] if pieces is None else \
+        [np.asarray(w, np.int64) for w in pieces]
+    suffix = []  # per pair class: bounds in ascending order, and the weight at or above each
+    if bounds is not None:
+        for b, w in zip(bounds, weights):
+            order = np.argsort(b, kind="stable")
+            suffix.append((b[order], np.concatenate([np.cumsum(w[order][::-1])[::-1], [0]])))
     for u, (la, lb, ia, *_rest) in enumerate(pairs):
         for v in range(u + 1):
             lc, ld, ic = pairs[v][:3]
             peak = max(peak, len(ia) * len(ic))
+            wu, wv = weights[u], weights[v]
             if bounds is None or threshold <= 0:
-                n = len(ia) * (len(ia) + 1) // 2 if u == v else len(ia) * len(ic)
-            else:
-                qv = sorted_bounds[v]
-                need = threshold / np.maximum(bounds[u], 1e-300)
-                ordered = int((len(qv) - np.searchsorted(qv, need, side="left")).sum())
                 if u == v:
-                    diag = int(np.count_nonzero(bounds[u] * bounds[u] >= threshold))
+                    n = (int(wu.sum()) ** 2 + int((wu * wu).sum())) // 2
+                else:
+                    n = int(wu.sum()) * int(wv.sum())
+            else:
+                qv, above = suffix[v]
+                need = threshold / np.maximum(bounds[u], 1e-300)
+                ordered = int((wu * above[np.searchsorted(qv, need, side="left")]).sum())
+                if u == v:
+                    diag = int((wu * wu)[bounds[u] * bounds[u] >= threshold].sum())
                     n = (ordered + diag) // 2
                 else:
                     n = ordered
@@ -124,11 +137,12 @@ def gib(n: float) -> str:
 
 
 def size_estimate(natom: int, layout, pairs, bounds, threshold: float, npts: int, dense_jk_nao: int,
-                  dense: str, gga: bool) -> SizeEstimate:
+                  dense: str, gga: bool, pieces=None) -> SizeEstimate:
     """The :class:`SizeEstimate` of a molecule with basis ``layout``, shell ``pairs``
     and Schwarz ``bounds`` (``None``: every quartet kept); ``dense`` is the method's
-    J/K choice (``"auto"``: dense up to ``dense_jk_nao`` AOs)."""
-    nq, nvals, peak = count_quartets(pairs, bounds, threshold, layout.cart)
+    J/K choice (``"auto"``: dense up to ``dense_jk_nao`` AOs); ``pieces`` as in
+    :func:`count_quartets`."""
+    nq, nvals, peak = count_quartets(pairs, bounds, threshold, layout.cart, pieces)
     nao = int(layout.nao)
     dense_jk = dense == "dense" or (dense == "auto" and nao <= dense_jk_nao)
     device = item_bytes(nvals, nao, npts, dense_jk, gga)

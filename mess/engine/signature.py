@@ -32,7 +32,7 @@ from mess.grid import make_grid_plan
 from mess.grid.plan import default_block_size
 from mess.integrals.two_electron import (PIECE_PRIMITIVES, SCHWARZ_THRESHOLD, QuartetClass, QuartetPopulation,
                                          _work_per_primitive, choose_class_shapes, class_counts, padded_quartet_count,
-                                         pair_list, quartet_population, schwarz_bounds, size_bucket)
+                                         pair_list, pair_pieces, quartet_population, schwarz_bounds, size_bucket)
 from mess.structure import Molecule
 
 log = logging.getLogger("mess")
@@ -384,8 +384,10 @@ def _sizes(molecule: Molecule, method: Method):
         bounds = schwarz_bounds(layout, molecule.numbers, np.asarray(molecule.positions))
     else:
         bounds = None
-    size = size_estimate(molecule.natom, layout, pair_list(layout), bounds, method.schwarz_threshold, npts,
-                         DENSE_JK_NAO, method.jk, gga)
+    pairs = pair_list(layout)
+    pieces = pair_pieces(layout, pairs) if use_pieces(method, layout) else None
+    size = size_estimate(molecule.natom, layout, pairs, bounds, method.schwarz_threshold, npts,
+                         DENSE_JK_NAO, method.jk, gga, pieces)
     return layout, bounds, npts, size, None
 
 

@@ -434,6 +434,14 @@ def contraction_pieces(nprim) -> np.ndarray:
     return np.maximum(1, -(-np.asarray(nprim) // PIECE_PRIMITIVES))
 
 
+def pair_pieces(layout: BasisLayout, pairs) -> list[np.ndarray]:
+    """Per pair class of ``pairs`` (:func:`pair_list`): the contraction-piece
+    combinations of each shell pair ``[npair]``, the factor by which a pieced
+    :class:`QuartetPopulation` multiplies a quartet's entries."""
+    pieces = contraction_pieces(layout.nprim)
+    return [pieces[sa] * pieces[sb] for _la, _lb, _ia, _ib, sa, sb in pairs]
+
+
 def _split_contractions(sigs: np.ndarray, rows: np.ndarray, nsame: np.ndarray):
     """Every quartet (``sigs`` [nq, 4], ``rows`` [4, nq], ``nsame`` [nq]) repeated once per
     combination of its shells' contraction pieces: (sigs capped at
