@@ -300,7 +300,7 @@ def energy_command(args) -> int:
         mols = _molecules(args)
         if args.estimate:
             return _print_estimates(mols, args, limit)
-        engine = mess.Engine(memory_limit=limit) if limit is not None else None
+        engine = mess.Engine(memory_limit=limit, store=_program_store(args))
         if len(mols) == 1:
             mol = mols[0][1]
             if args.gradient:
@@ -431,6 +431,17 @@ def check_command(args) -> int:
     print(f"{mols[0][0]}: {args.xc}/{args.basis}" + (f", grid level {args.grid_level}" if args.xc != "hf" else ""))
     print(result.table())
     return 0 if result.agree else 1
+
+
+def _program_store(args):
+    """The :class:`~mess.engine.stored.ProgramStore` beside the compilation cache (None
+    with ``--no-cache``): a cached run then skips tracing the stage programs too."""
+    if args.no_cache:
+        return None
+    from mess.config import default_cache_dir
+    from mess.engine.stored import ProgramStore
+
+    return ProgramStore(default_cache_dir() / "programs")
 
 
 def _enable_cache(args) -> None:

@@ -296,10 +296,13 @@ class Engine:
         memory_limit: bytes one molecule may need before it is refused with an
             :class:`~mess.errors.InputError` naming its size (default: the machine's
             memory, :func:`~mess.engine.resources.machine_memory`).
+        store: a :class:`~mess.engine.stored.ProgramStore` that keeps the programs
+            serialised on disk, so that a later process skips tracing them (values
+            only: do not differentiate through an engine with a store). Default None.
     """
 
     def __init__(self, max_programs: int = 256, memory: int | None = None, max_buckets: int = 4,
-                 memory_limit: int | None = None):
+                 memory_limit: int | None = None, store=None):
         if max_programs < 1:
             raise InputError(f"max_programs must be >= 1, got {max_programs}")
         self.max_programs = int(max_programs)
@@ -308,6 +311,7 @@ class Engine:
         if memory_limit is not None and not memory_limit > 0:
             raise InputError(f"memory_limit must be a positive number of bytes, got {memory_limit!r}")
         self.memory_limit = memory_limit
+        self.store = store
         self._programs: collections.OrderedDict = collections.OrderedDict()
         self._signatures: collections.OrderedDict = collections.OrderedDict()
         self._batch_sizes: dict[Signature, set[int]] = {}
@@ -363,7 +367,7 @@ class Engine:
         fn = self._programs.get(key)
         if fn is None:
             self._evict(reserve=1)
-            fn = make()
+            fn = make() if self.store is None else self.store.wrap(key, make)
             self._programs[key] = fn
             self.built += 1
         else:
