@@ -13,7 +13,8 @@ from mess.basis import ShellGroup
 from mess.engine import Method, build, prepare, signature_for
 from mess.integrals.boys import boys
 from mess.integrals.one_electron import nuclear_repulsion, one_electron
-from mess.integrals.two_electron import eri_blocks, eri_tensor, get_jk, split_by_primitives
+from mess.integrals.two_electron import (coulomb_pair_matrix, eri_blocks, eri_tensor, exchange_pair_matrix, get_jk,
+                                        get_jk_pairs, split_by_primitives)
 from mess.structure import Molecule
 
 from molecules import BENZENE, ETHANOL, H2S, HYDROGEN_FLUORIDE, WATER
@@ -67,6 +68,8 @@ class Setup:
         self._one = jax.jit(lambda p, g: one_electron(self.shape, g, p, self.charges))
         self._tensor = jax.jit(lambda b: eri_tensor(self.shape, self.classes, self.quartets, b))
         self._jk = jax.jit(lambda b, d: get_jk(self.shape, self.classes, self.quartets, b, d))
+        self._pairs = jax.jit(lambda b: coulomb_pair_matrix(self.shape, self.classes, self.quartets, b))
+        self._pair_jk = jax.jit(lambda c, d: get_jk_pairs(c, exchange_pair_matrix(c, self.shape.nao), d))
 
     def pyscf_order(self, a):
         a = np.asarray(a)
@@ -84,10 +87,10 @@ class Setup:
         full = self._tensor(blocks)
         return full[jnp.ix_(self.ix, self.ix, self.ix, self.ix)]
 
-    def jk(self, blocks, dm_pyscf):
+    def jk(self, blocks, dm_pyscf, pairs=False):
         n = self.shape.nao
         dm = jnp.zeros(dm_pyscf.shape[:-2] + (n, n)).at[..., self.ix[:, None], self.ix[None, :]].set(dm_pyscf)
-        j, k = self._jk(blocks, dm)
+        j, k = self._jk(blocks, dm) if not pairs else self._pair_jk(self._pairs(blocks), dm)
         return self.pyscf_order(j), self.pyscf_order(k)
 
 
@@ -158,9 +161,42 @@ def test_contraction_pieces_equal_whole_contractions():
     for st in (pieced, whole):
         blocks = jax.jit(st.blocks)(st.positions)
         assert np.abs(np.asarray(st.tensor(blocks)) - ref).max() < 1e-10
-        j, k = st.jk(blocks, dm)
-        np.testing.assert_allclose(j, np.einsum("ijkl,xkl->xij", ref, dm), atol=1e-9, rtol=0)
-        np.testing.assert_allclose(k, np.einsum("ikjl,xkl->xij", ref, dm), atol=1e-9, rtol=0)
+        for pairs in (False, True):
+            j, k = st.jk(blocks, dm, pairs)
+            np.testing.assert_allclose(j, np.einsum("ijkl,xkl->xij", ref, dm), atol=1e-9, rtol=0)
+            np.testing.assert_allclose(k, np.einsum("ikjl,xkl->xij", ref, dm), atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("xyz,basis,cart", [(WATER, "def2-svp", False), (H2S, "6-31g*", True)])
+def test_pair_matrices_hold_the_integrals(xyz, basis, cart):
+    """The AO-pair Coulomb matrix holds (ij|kl) at ({i,j}, {k,l}) and the exchange one
+    ((ij|kl) + (il|kj)) / 2 at ({i,k}, {j,l}), against libcint (d shells, so blocks of
+    one shell with itself place each pair twice); J and K of an unsymmetric-looking
+    but symmetric pair of densities match the tensor contractions."""
+    st = Setup(xyz, basis, cart)
+    mol = st.molecule.to_pyscf(basis, cart=cart)
+    ref = mol.intor("int2e_cart" if cart else "int2e_sph")
+    blocks = jax.jit(st.blocks)(st.positions)
+    n = st.shape.nao
+    coulomb = np.asarray(st._pairs(blocks))
+    exchange = np.asarray(jax.jit(lambda c: exchange_pair_matrix(c, n))(coulomb))
+    a = np.arange(mol.nao)
+    i, j, k, l = np.meshgrid(a, a, a, a, indexing="ij")
+
+    def pair(x, y):
+        x, y = st.ix[x], st.ix[y]  # engine AOs of PySCF AOs
+        hi, lo = np.maximum(x, y), np.minimum(x, y)
+        return hi * (hi + 1) // 2 + lo
+
+    np.testing.assert_allclose(coulomb[pair(i, j), pair(k, l)], ref, atol=1e-12, rtol=0)
+    want = 0.5 * (ref + ref.transpose(0, 3, 2, 1))  # [i, j, k, l] -> ((ij|kl) + (il|kj)) / 2
+    np.testing.assert_allclose(exchange[pair(i, k), pair(j, l)], want, atol=1e-12, rtol=0)
+    dm = np.random.default_rng(5).normal(size=(2, mol.nao, mol.nao))
+    dm = jnp.asarray(dm + dm.swapaxes(1, 2))
+    j_ref, k_ref = np.einsum("ijkl,xkl->xij", ref, dm), np.einsum("ikjl,xkl->xij", ref, dm)
+    jj, kk = st.jk(blocks, dm, pairs=True)
+    np.testing.assert_allclose(jj, j_ref, atol=1e-10, rtol=0)
+    np.testing.assert_allclose(kk, k_ref, atol=1e-10, rtol=0)
 
 
 @pytest.mark.slow

@@ -37,7 +37,8 @@ from jax.custom_derivatives import SymbolicZero
 from jaxtyping import Array, Float
 
 from mess.integrals.three_center import df_jk
-from mess.integrals.two_electron import QuartetList, eri_tensor, get_jk, get_jk_dense
+from mess.integrals.two_electron import (QuartetList, coulomb_pair_matrix, exchange_pair_matrix, get_jk,
+                                        get_jk_pairs)
 from mess.scf.veff import coulomb_exchange_energy, coulomb_potential, exchange_potential
 from mess.engine.signature import Signature
 from mess.xc.numint import XCFunction
@@ -52,7 +53,7 @@ class Hamiltonian(eqx.Module):
         dipole: AO dipole integrals ``[3, n, n]`` (Bohr, origin 0).
         e_nuc: nuclear repulsion (Hartree; the nuclei's field energy included).
         eri: ERI blocks per quartet class, or for a signature with ``dense_jk`` the
-            pair ``(tensor, exchange layout)`` of :func:`dense_eri`, or with density
+            pair ``(coulomb, exchange)`` of AO-pair matrices of :func:`dense_eri`, or with density
             fitting ``(B,)``, the fitted factor ``[naux, n, n]``
             (:func:`mess.integrals.three_center.cholesky_cderi`); quartets: the
             classes' lists.
@@ -76,19 +77,21 @@ class Hamiltonian(eqx.Module):
         return self.sig.restricted
 
 
-def dense_eri(sig: Signature, quartets, blocks) -> tuple[Array, Array]:
-    """The dense ERI tensor ``(ij|kl)`` and its exchange layout ``[i, k, j, l]`` from the
-    blocks (differentiable in the blocks), in float64 whatever the blocks' precision
-    (the J/K contractions accumulate in float64)."""
-    full = eri_tensor(sig.basis, sig.classes, quartets, tuple(b.astype(jnp.float64) for b in blocks))
-    return full, jnp.transpose(full, (0, 2, 1, 3))
+def dense_eri(sig: Signature, quartets, blocks) -> tuple[Array, Array | None]:
+    """The Coulomb and exchange matrices over AO pairs
+    (:func:`~mess.integrals.two_electron.coulomb_pair_matrix`,
+    :func:`~mess.integrals.two_electron.exchange_pair_matrix`; the exchange one None
+    without exact exchange) from the blocks (differentiable in the blocks), in float64
+    whatever the blocks' precision (the J/K contractions accumulate in float64)."""
+    coulomb = coulomb_pair_matrix(sig.basis, sig.classes, quartets, tuple(b.astype(jnp.float64) for b in blocks))
+    return coulomb, exchange_pair_matrix(coulomb, sig.nao) if sig.with_k else None
 
 
 def _jk(sig: Signature, eri, quartets, dm):
     if sig.density_fit:
         return df_jk(eri[0], dm, with_k=sig.with_k)
     if sig.dense_jk:
-        return get_jk_dense(eri[0], eri[1], dm, with_k=sig.with_k)
+        return get_jk_pairs(eri[0], eri[1], dm, with_k=sig.with_k)
     return get_jk(sig.basis, sig.classes, quartets, eri, dm, with_k=sig.with_k)
 
 

@@ -31,11 +31,12 @@ USABLE_FRACTION = 0.8
 
 def item_bytes(eri_values: float, nao: int, npts: int, dense_jk: bool, gga: bool) -> float:
     """Device bytes one molecule (one batch item) holds during the SCF: the stored ERI
-    values, the dense ERI tensor and its temporaries where J/K use it, AO values on
+    values, the AO-pair Coulomb and exchange matrices and their temporaries where J/K
+    use them (four [npair, npair] arrays, npair = nao (nao + 1) / 2), AO values on
     the grid (with gradients for a GGA), the SCF's matrices (DIIS history, Fock,
     density, orbitals) and the grid tables. All float64."""
     nd = 4 if gga else 1
-    return 8.0 * (eri_values + (3.0 * nao ** 4 if dense_jk else 0.0) + nd * npts * nao
+    return 8.0 * (eri_values + (4.0 * (nao * (nao + 1) / 2.0) ** 2 if dense_jk else 0.0) + nd * npts * nao
                   + 60.0 * nao * nao + 64.0 * npts)
 
 

@@ -44,8 +44,9 @@ log = logging.getLogger("mess")
 #: accumulation, the SCF, energies and gradients) in float64. The error budget is
 #: measured by ``benchmarks/precision.py`` (docs: performance).
 PRECISIONS = ("float64", "mixed")
-#: Largest (padded) AO count for which J and K come from a dense nao^4 tensor (two
-#: layouts, 2 nao^4 8 bytes per molecule: 0.8 GB at 100 AOs): matrix-vector products
+#: Largest (padded) AO count for which J and K come from dense Coulomb and exchange
+#: matrices over AO pairs (two [npair, npair] matrices, npair = nao (nao + 1) / 2:
+#: about nao^4 / 2 8 bytes per molecule, 0.2 GB at 100 AOs): matrix-vector products
 #: instead of the gathers and scatter-adds of the block build, which XLA runs
 #: serially on a CPU (7x faster J/K for a 54-AO molecule on two cores).
 DENSE_JK_NAO = 100
@@ -78,7 +79,7 @@ class Method:
         grid_level: PySCF grid level 0-9 (unused for HF).
         schwarz_threshold: Schwarz screening threshold on ERI bounds (0: none).
         precision: ``"float64"`` or ``"mixed"`` (:data:`PRECISIONS`).
-        jk: how J and K are built: ``"dense"`` from a dense nao^4 tensor, ``"blocks"``
+        jk: how J and K are built: ``"dense"`` from dense AO-pair matrices, ``"blocks"``
             from the unique integral blocks, ``"auto"`` (dense up to
             :data:`DENSE_JK_NAO` padded AOs). Unused with density fitting.
         auxbasis: auxiliary basis of density fitting (J and K from three-centre
@@ -285,7 +286,7 @@ def _cost(method: Method, shape: BasisShape, natom: int, npts: int, classes, cyc
         eri = 30.0 * naux * nao * nao + naux ** 3 / 3.0 + naux * naux * nao * nao
         jk = 4.0 * naux * nao * nao + (4.0 * naux * nao ** 3 if method.functional.hyb != 0 else 0.0)
     elif dense_jk(method, nao):
-        jk = 2.0 * nao ** 4 * (2.0 if method.functional.hyb != 0 else 1.0)
+        jk = 2.0 * (nao * (nao + 1) / 2.0) ** 2 * (2.0 if method.functional.hyb != 0 else 1.0)
     else:
         nvals = sum(nq * float(np.prod([shell_size(l, shape.cart) for l in ls])) for ls, ks, nq in classes)
         jk = nvals * (6.0 if method.functional.hyb != 0 else 2.0) * 20.0  # gathers and scatter-adds

@@ -855,23 +855,93 @@ def _contract(blk: Float[Array, "nq da db dc dd"], d: Float[Array, "... nq x y"]
 
 
 
-def get_jk_dense(eri: Float[Array, "n n n n"], eri_k: Float[Array, "n n n n"], dm: Float[Array, "... n n"],
-                 with_k: bool = True) -> tuple[Array, Array]:
-    """J and K of symmetric densities ``dm`` [..., n, n] from the dense tensor ``eri``
-    (``(ij|kl)`` at ``[i, j, k, l]``) and its exchange layout ``eri_k`` (``(ij|kl)`` at
-    ``[i, k, j, l]``): each a matrix-vector product over pair indices (Hartree).
+def pair_count(nao: int) -> int:
+    """Number of unordered AO pairs ``{i, j}``: nao (nao + 1) / 2."""
+    return nao * (nao + 1) // 2
 
-    Both tensors, read as [n^2, n^2] matrices, are symmetric (``(ij|kl) = (kl|ij)``, and
-    ``eri_k[j, l, i, k] = (ji|lk) = eri_k[i, k, j, l]``), so ``J = D M`` needs no
-    transposed operand: on XLA's CPU backend ``D @ M.T`` copies the whole tensor on
-    every call (10x slower at 68 AOs)."""
+
+def pair_index(i: Int[Array, "..."], j: Int[Array, "..."]) -> Int[Array, "..."]:
+    """Packed index of the unordered AO pair ``{i, j}``: ``hi (hi + 1) / 2 + lo`` with
+    ``hi = max(i, j)``, ``lo = min(i, j)`` (the order of ``numpy.tril_indices``)."""
+    hi = jnp.maximum(i, j)
+    lo = jnp.minimum(i, j)
+    return hi * (hi + 1) // 2 + lo
+
+
+def _pair_multiplicity(nao: int) -> np.ndarray:
+    """[npair] ordered pairs per unordered pair: 1 for ``{i, i}``, 2 otherwise."""
+    i, j = np.tril_indices(nao)
+    return np.where(i == j, 1.0, 2.0)
+
+
+def _pair_table(nao: int) -> np.ndarray:
+    """[nao, nao] packed pair index of ``(i, j)`` (:func:`pair_index` on the host)."""
+    a = np.arange(nao)
+    hi, lo = np.maximum(a[:, None], a[None, :]), np.minimum(a[:, None], a[None, :])
+    return hi * (hi + 1) // 2 + lo
+
+
+def coulomb_pair_matrix(shape: BasisShape, classes: tuple[QuartetClass, ...], quartets: tuple[QuartetList, ...],
+                        blocks: tuple[Array, ...]) -> Float[Array, "npair npair"]:
+    """The Coulomb matrix over unordered AO pairs, ``M[{i,j}, {k,l}] = (ij|kl)``
+    (Hartree; symmetric), from the unique blocks. Differentiable in the blocks.
+
+    Each block element is added once, at ``(pair(a, b), pair(c, d))`` with four times
+    its degeneracy weight (the four placements of a quartet that keep its bra and ket
+    land on the same pair entry), and ``M = (H + H^T) / (m_p m_q)`` adds the bra-ket
+    swapped placements; ``m`` is the number of ordered pairs of an unordered one.
+    Every element then carries total weight one, including the pieces of a pieced
+    quartet (which sum) and padding (weight 0, dropped). One scatter-add of the unique
+    values, against the eight placements of a dense ``nao^4`` tensor, and a quarter
+    of its memory."""
+    n = shape.nao
+    npair = pair_count(n)
+    dtype = blocks[0].dtype if blocks else jnp.float64
+    h = jnp.zeros((npair * npair,), dtype)
+    for cls, q, blk in zip(classes, quartets, blocks):
+        rows = jnp.asarray(q.rows)
+        ia, ib, ic, id_ = (ao_indices(shape, cls.ls[k], rows[k]) for k in range(4))
+        bra = pair_index(ia[:, :, None], ib[:, None, :])
+        ket = pair_index(ic[:, :, None], id_[:, None, :])
+        weight = jnp.asarray(q.weights, blk.dtype).reshape((-1, 1, 1, 1, 1))
+        flat = bra[:, :, :, None, None] * npair + ket[:, None, None, :, :]
+        flat = jnp.where(weight > 0, flat, npair * npair)  # padding: dropped
+        h = h.at[flat.reshape(-1)].add((4.0 * weight * blk).reshape(-1), mode="drop")
+    h = h.reshape(npair, npair)
+    m = jnp.asarray(_pair_multiplicity(n), dtype)
+    return (h + h.T) / (m[:, None] * m[None, :])
+
+
+def exchange_pair_matrix(coulomb: Float[Array, "npair npair"], nao: int) -> Float[Array, "npair npair"]:
+    """The exchange matrix over unordered AO pairs,
+    ``X[{i,k}, {j,l}] = ((ij|kl) + (il|kj)) / 2`` (Hartree; symmetric), gathered
+    from :func:`coulomb_pair_matrix`. With it ``K[i,k] = sum_{j<=l} X[{i,k},{j,l}]
+    m_{jl} D[j,l]`` for a symmetric ``D`` (``m``: 1 on the diagonal, 2 off it),
+    because ``(ij|kl) D[j,l] + (il|kj) D[l,j]`` sums the two orders of ``{j, l}``."""
+    i_np, k_np = np.tril_indices(nao)
+    i, k = jnp.asarray(i_np)[:, None], jnp.asarray(k_np)[:, None]
+    j, l = jnp.asarray(i_np)[None, :], jnp.asarray(k_np)[None, :]
+    npair = pair_count(nao)
+    flat = coulomb.reshape(-1)
+    return 0.5 * (flat[pair_index(i, j) * npair + pair_index(k, l)] + flat[pair_index(i, l) * npair + pair_index(k, j)])
+
+
+def get_jk_pairs(coulomb: Float[Array, "npair npair"], exchange: Float[Array, "npair npair"] | None,
+                 dm: Float[Array, "... n n"], with_k: bool = True) -> tuple[Array, Array]:
+    """J and K of symmetric densities ``dm`` [..., n, n] from the pair matrices of
+    :func:`coulomb_pair_matrix` and :func:`exchange_pair_matrix` (Hartree): one
+    matrix-vector product each over the ``n (n + 1) / 2`` pairs of the lower triangle
+    of ``dm``, weighted by the pair multiplicity. Both matrices are symmetric, so
+    ``d M`` needs no transposed operand (on XLA's CPU backend ``d @ M.T`` copies the
+    whole matrix on every call)."""
     n = dm.shape[-1]
-    flat = dm.reshape(dm.shape[:-2] + (n * n,))
-    j = (flat @ eri.reshape(n * n, n * n)).reshape(dm.shape)
+    i, j = np.tril_indices(n)
+    v = dm[..., i, j] * jnp.asarray(_pair_multiplicity(n), dm.dtype)
+    unpack = _pair_table(n)
+    jmat = (v @ coulomb)[..., unpack]
     if not with_k:
-        return j, jnp.zeros_like(dm)
-    k = (flat @ eri_k.reshape(n * n, n * n)).reshape(dm.shape)
-    return j, k
+        return jmat, jnp.zeros_like(dm)
+    return jmat, (v @ exchange)[..., unpack]
 
 
 def eri_tensor(shape: BasisShape, classes: tuple[QuartetClass, ...], quartets: tuple[QuartetList, ...],
