@@ -365,3 +365,43 @@ def test_padding_is_inert_and_nan_free():
     assert np.isfinite(g).all() and abs(float(e(padded.positions)) - tight.molecule.to_pyscf().energy_nuc()) < 1e-10
     s = lambda p: jnp.sum(padded.one(p)["overlap"] ** 2)  # noqa: E731
     assert np.isfinite(np.asarray(jax.jit(jax.grad(s))(padded.positions))).all()
+
+
+def test_batch_blocks_skip_padding_and_equal_single_blocks():
+    """A batch's ERI classes (one list of every molecule's quartets, the real ones
+    moved to the front and only their chunks evaluated) equal each molecule's own
+    blocks, with zeros at the padding quartets; their derivative (the whole-list
+    kernel) equals the single molecule's."""
+    from mess.engine import stages
+    from mess.engine.system import default_params, stack
+
+    method = Method("6-31g", "hf", False, schwarz_threshold=1e-14)
+    mols = [Molecule.from_xyz(WATER), Molecule.from_xyz(ETHANOL)]
+    prepared = [prepare(m, method) for m in mols]
+    sig = signature_for(prepared)
+    systems = stack([build(p, sig) for p in prepared])
+    params = default_params(sig, systems)
+    live = [np.asarray(q.weights) > 0 for q in systems.quartets]
+    assert any((~lv[0]).sum() > sig.classes[i].chunk for i, lv in enumerate(live))  # whole padding chunks
+
+    def single(i, system, prm):
+        return stages.eri_part(sig, i, system, prm)
+
+    for i in range(len(sig.classes)):
+        batch = np.asarray(jax.jit(lambda s, p: stages.eri_part_batch(sig, i, s, p))(systems, params))
+        each = np.asarray(jax.jit(jax.vmap(lambda s, p: single(i, s, p)))(systems, params))
+        mask = live[i].reshape(live[i].shape + (1,) * 4)
+        np.testing.assert_allclose(batch, np.where(mask, each, 0.0), atol=1e-14, rtol=0)
+
+    def total(pos, fn):
+        prm = eqx.tree_at(lambda p: p.positions, params, pos)
+        return sum(jnp.sum(jnp.where(jnp.asarray(lv).reshape(lv.shape + (1,) * 4), b, 0.0) ** 2)
+                   for lv, b in zip(live, fn(prm)))
+
+    batched = lambda prm: [stages.eri_part_batch(sig, i, systems, prm) for i in range(len(sig.classes))]  # noqa: E731
+    looped = lambda prm: [jax.vmap(lambda s, p: single(i, s, p))(systems, prm)  # noqa: E731
+                          for i in range(len(sig.classes))]
+    g_batch = np.asarray(jax.jit(jax.grad(lambda x: total(x, batched)))(params.positions))
+    g_loop = np.asarray(jax.jit(jax.grad(lambda x: total(x, looped)))(params.positions))
+    assert np.isfinite(g_batch).all()
+    np.testing.assert_allclose(g_batch, g_loop, atol=1e-12, rtol=1e-12)

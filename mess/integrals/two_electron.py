@@ -41,7 +41,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from mess.basis.shells import (BasisLayout, BasisShape, ShellGroup, cart_to_sph, cartesian_powers, ncart, shell_data,
                                shell_size)
@@ -754,8 +754,57 @@ def class_blocks_batch(cls: QuartetClass, shape: BasisShape, data, quartets: Qua
         gdata.append((e.reshape((b * n,) + e.shape[2:]), c.reshape((b * n,) + c.shape[2:]), x.reshape(b * n, 3)))
         flat_rows.append((rows[:, k, :] * m + pieces[:, k, :]
                           + n * jnp.arange(b, dtype=rows.dtype)[:, None]).reshape(b * nq))
-    out = _blocks_of_rows(cls, shape.cart, gdata, jnp.stack(flat_rows), chunk, single)
+    live = jnp.asarray(quartets.weights).reshape(b * nq) > 0
+    out = _live_blocks(cls, shape.cart, cls.chunk if chunk is None else chunk, single, gdata, jnp.stack(flat_rows),
+                       live)
     return out.reshape((b, nq) + out.shape[1:])
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
+def _live_blocks(cls: QuartetClass, cart: bool, chunk: int, single: bool, gdata, rows: Int[Array, "4 nq"],
+                 live: Bool[Array, " nq"]) -> Array:
+    """Blocks of the quartets ``rows`` that are ``live`` (weight > 0), zero for the
+    others, evaluating only the chunks that hold live quartets.
+
+    A batch's list pads every molecule to the signature's quartet count: for eight
+    9-heavy-atom molecules at B3LYP/STO-3G, 1.55 times the real quartets (a molecule
+    with fewer hydrogens has under a third of the bucket's (ss|ss) quartets). The live
+    quartets are moved to the front of the list and a loop with a traced trip count
+    runs their chunks only; shapes stay those of the signature, so one compiled
+    program still serves every batch of the bucket.
+
+    Derivatives are those of :func:`_blocks_of_rows` on the whole list (the loop with
+    a traced trip count cannot be transposed), masked the same way."""
+    nq = rows.shape[1]
+    if nq % chunk:
+        raise InputError(f"quartet list of length {nq} is not a multiple of the chunk {chunk}")
+    gdata = [(e[:, :k], c[:, :k], x) for (e, c, x), k in zip(gdata, cls.ks)]
+    (src,) = jnp.nonzero(live, size=nq, fill_value=0)  # live quartets first, in list order
+    front = rows[:, src]
+    n_live = jnp.sum(live)
+
+    def one_chunk(i, out):
+        r = jax.lax.dynamic_slice_in_dim(front, i * chunk, chunk, axis=1)
+        args = []
+        for k in range(4):
+            e, c, x = gdata[k]
+            args += [e[r[k]], c[r[k]], x[r[k]]]
+        return jax.lax.dynamic_update_index_in_dim(out, _quartet_kernel(cls.ls, cart, single, *args), i, 0)
+
+    dims = tuple(shell_size(l, cart) for l in cls.ls)
+    dtype = jnp.float32 if single else jnp.float64
+    out = jnp.zeros((nq // chunk, chunk) + dims, dtype)
+    out = jax.lax.fori_loop(0, (n_live + chunk - 1) // chunk, one_chunk, out).reshape((nq,) + dims)
+    dest = jnp.clip(jnp.cumsum(live) - 1, 0, nq - 1)  # position of each live quartet at the front
+    return jnp.where(live.reshape((nq,) + (1,) * 4), out[dest], 0.0).astype(dtype)
+
+
+@_live_blocks.defjvp
+def _live_blocks_jvp(cls, cart, chunk, single, primals, tangents):
+    gdata, rows, live = primals
+    mask = live.reshape(live.shape + (1,) * 4)
+    out, tan = jax.jvp(lambda g: _blocks_of_rows(cls, cart, g, rows, chunk, single), (gdata,), (tangents[0],))
+    return jnp.where(mask, out, 0.0).astype(out.dtype), jnp.where(mask, tan, 0.0).astype(tan.dtype)
 
 
 def _blocks_of_rows(cls: QuartetClass, cart: bool, gdata, rows: Int[Array, "4 nq"], chunk: int | None,
@@ -886,17 +935,19 @@ def coulomb_pair_matrix(shape: BasisShape, classes: tuple[QuartetClass, ...], qu
     """The Coulomb matrix over unordered AO pairs, ``M[{i,j}, {k,l}] = (ij|kl)``
     (Hartree; symmetric), from the unique blocks. Differentiable in the blocks.
 
-    Each block element is added once, at ``(pair(a, b), pair(c, d))`` with four times
-    its degeneracy weight (the four placements of a quartet that keep its bra and ket
-    land on the same pair entry), and ``M = (H + H^T) / (m_p m_q)`` adds the bra-ket
-    swapped placements; ``m`` is the number of ordered pairs of an unordered one.
-    Every element then carries total weight one, including the pieces of a pieced
-    quartet (which sum) and padding (weight 0, dropped). One scatter-add of the unique
-    values, against the eight placements of a dense ``nao^4`` tensor, and a quarter
-    of its memory."""
+    Each block element is added at ``(pair(a, b), pair(c, d))`` and at the bra-ket
+    swapped ``(pair(c, d), pair(a, b))`` with four times its degeneracy weight (the
+    four placements of a quartet that keep its bra and ket land on the same pair
+    entry), divided by ``m_p m_q``, the numbers of ordered pairs of the two unordered
+    ones. Every element then carries total weight one, including the pieces of a
+    pieced quartet (which sum) and padding (weight 0, dropped). Two placements of
+    the unique values instead of the eight of a dense ``nao^4`` tensor, a quarter of
+    its memory, and no transposed copy (on a CPU, each large temporary costs its page
+    faults on every call)."""
     n = shape.nao
     npair = pair_count(n)
     dtype = blocks[0].dtype if blocks else jnp.float64
+    mult = jnp.asarray(_pair_multiplicity(n), dtype)
     h = jnp.zeros((npair * npair,), dtype)
     for cls, q, blk in zip(classes, quartets, blocks):
         rows = jnp.asarray(q.rows)
@@ -904,12 +955,12 @@ def coulomb_pair_matrix(shape: BasisShape, classes: tuple[QuartetClass, ...], qu
         bra = pair_index(ia[:, :, None], ib[:, None, :])
         ket = pair_index(ic[:, :, None], id_[:, None, :])
         weight = jnp.asarray(q.weights, blk.dtype).reshape((-1, 1, 1, 1, 1))
-        flat = bra[:, :, :, None, None] * npair + ket[:, None, None, :, :]
-        flat = jnp.where(weight > 0, flat, npair * npair)  # padding: dropped
-        h = h.at[flat.reshape(-1)].add((4.0 * weight * blk).reshape(-1), mode="drop")
-    h = h.reshape(npair, npair)
-    m = jnp.asarray(_pair_multiplicity(n), dtype)
-    return (h + h.T) / (m[:, None] * m[None, :])
+        bra, ket = bra[:, :, :, None, None], ket[:, None, None, :, :]
+        val = (4.0 * weight * blk) / (mult[bra] * mult[ket])
+        drop = jnp.where(weight > 0, 0, npair * npair)  # padding: dropped
+        flat = jnp.concatenate([(bra * npair + ket + drop).reshape(-1), (ket * npair + bra + drop).reshape(-1)])
+        h = h.at[flat].add(jnp.concatenate([val.reshape(-1), val.reshape(-1)]), mode="drop")
+    return h.reshape(npair, npair)
 
 
 def exchange_pair_matrix(coulomb: Float[Array, "npair npair"], nao: int) -> Float[Array, "npair npair"]:
