@@ -375,7 +375,7 @@ def test_batch_blocks_skip_padding_and_equal_single_blocks():
     from mess.engine import stages
     from mess.engine.system import default_params, stack
 
-    method = Method("6-31g", "hf", False, schwarz_threshold=1e-14)
+    method = Method("sto-3g", "hf", False, schwarz_threshold=1e-14)
     mols = [Molecule.from_xyz(WATER), Molecule.from_xyz(ETHANOL)]
     prepared = [prepare(m, method) for m in mols]
     sig = signature_for(prepared)
