@@ -911,9 +911,12 @@ def pair_count(nao: int) -> int:
 
 def pair_index(i: Int[Array, "..."], j: Int[Array, "..."]) -> Int[Array, "..."]:
     """Packed index of the unordered AO pair ``{i, j}``: ``hi (hi + 1) / 2 + lo`` with
-    ``hi = max(i, j)``, ``lo = min(i, j)`` (the order of ``numpy.tril_indices``)."""
-    hi = jnp.maximum(i, j)
-    lo = jnp.minimum(i, j)
+    ``hi = max(i, j)``, ``lo = min(i, j)`` (the order of ``numpy.tril_indices``).
+    Written with operators only, so that it serves NumPy arrays on the host and JAX
+    arrays in a traced program alike."""
+    spread = abs(i - j)
+    hi = (i + j + spread) // 2
+    lo = (i + j - spread) // 2
     return hi * (hi + 1) // 2 + lo
 
 
@@ -926,8 +929,7 @@ def _pair_multiplicity(nao: int) -> np.ndarray:
 def _pair_table(nao: int) -> np.ndarray:
     """[nao, nao] packed pair index of ``(i, j)`` (:func:`pair_index` on the host)."""
     a = np.arange(nao)
-    hi, lo = np.maximum(a[:, None], a[None, :]), np.minimum(a[:, None], a[None, :])
-    return hi * (hi + 1) // 2 + lo
+    return pair_index(a[:, None], a[None, :])
 
 
 def coulomb_pair_matrix(shape: BasisShape, classes: tuple[QuartetClass, ...], quartets: tuple[QuartetList, ...],
