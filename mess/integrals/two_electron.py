@@ -144,10 +144,12 @@ def _arrays_in(single: bool, ls, cart, args) -> Array:
 
 #: Largest total angular momentum of a quartet class evaluated by the term-by-term
 #: kernel. Above it the number of traced terms (R_{t+tau,u+nu,v+phi} E_{tau nu phi}
-#: products) makes XLA's compile time grow faster than the run time falls: measured
-#: for uracil/def2-SVP on 2 CPU cores, (dp|ps) runs 4.4x faster term by term with the
-#: same compile time, (dp|pp) 2x faster but compiles in 7-15 s instead of 2.6 s.
-TERMWISE_QUARTET_MAX_L = 4
+#: products) makes XLA's compile time grow faster than the run time falls. Measured
+#: for uracil/def2-SVP on 2 CPU cores, warm (compile) per class against the array
+#: kernel: L = 5 classes ((dp|pp), (dp|ds), (dd|ps)) 0.61 s in all against 1.46 s,
+#: 4-6 s of compilation each against 1.4-2.0 s; L = 6 classes 0.33 s against 0.63 s
+#: but 7-11 s of compilation each, so L = 6 and above stay on the array kernel.
+TERMWISE_QUARTET_MAX_L = 5
 
 
 def _pair_terms(la: int, lb: int, ea, ca, ra, eb, cb, rb):
