@@ -113,19 +113,33 @@ def ao_values(shape: BasisShape, groups: tuple[ShellGroup, ...], positions: Floa
     if deriv not in (0, 1):
         raise InputError(f"deriv must be 0 or 1, got {deriv}")
     coords = jnp.asarray(coords)
-    positions = jnp.asarray(positions)
     size = int(block_size or default_ao_block_size(shape))
     npts = coords.shape[0]
     if npts <= size:
-        out = ao_values_block(shape, groups, positions, coords, deriv)
+        out = ao_values_block(shape, groups, jnp.asarray(positions), coords, deriv)
     else:
-        nblk = -(-npts // size)
-        extra = nblk * size - npts
-        padded = jnp.concatenate([coords, jnp.broadcast_to(coords[:1], (extra, 3))])
-
-        def block(c):
-            return ao_values_block(shape, groups, positions, c, deriv)
-
-        out = jax.lax.map(jax.checkpoint(block), padded.reshape(nblk, size, 3))  # [nblk, nd, B, nao]
-        out = jnp.moveaxis(out, 1, 0).reshape(out.shape[1], nblk * size, -1)[:, :npts]
+        out = ao_value_blocks(shape, groups, positions, coords, deriv, size)  # [nblk, nd, B, nao]
+        out = jnp.moveaxis(out, 1, 0).reshape(out.shape[1], -1, out.shape[-1])[:, :npts]
     return out[0] if deriv == 0 else out
+
+
+def ao_value_blocks(shape: BasisShape, groups: tuple[ShellGroup, ...], positions: Float[Array, "natom 3"],
+                    coords: Float[Array, "npts 3"], deriv: int, block_size: int) -> Float[Array, "nblk nd B nao"]:
+    """AO values on consecutive blocks of ``block_size`` points, in the layout a block
+    sweep reads: ``[nblk, 1 + 3 deriv, block_size, nao]`` (Bohr^-3/2, derivatives
+    Bohr^-5/2), nblk = ceil(npts / block_size). Points past ``npts`` in the last block
+    repeat the first point (give them weight 0). The same values as :func:`ao_values`
+    without its transposed copy of the whole array (on a CPU, a copy of every value:
+    0.2-0.4 s for uracil/def2-SVP at grid level 3). Peak memory as :func:`ao_values`."""
+    if deriv not in (0, 1):
+        raise InputError(f"deriv must be 0 or 1, got {deriv}")
+    coords = jnp.asarray(coords)
+    positions = jnp.asarray(positions)
+    npts = coords.shape[0]
+    nblk = -(-npts // block_size)
+    padded = jnp.concatenate([coords, jnp.broadcast_to(coords[:1], (nblk * block_size - npts, 3))])
+
+    def block(c):
+        return ao_values_block(shape, groups, positions, c, deriv)
+
+    return jax.lax.map(jax.checkpoint(block), padded.reshape(nblk, block_size, 3))

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from mess.basis.ao_values import ao_values
+from mess.basis.ao_values import ao_value_blocks, default_ao_block_size
 from mess.basis.shells import shell_data
 from mess.engine.functional import FunctionalVeff, Hamiltonian, dense_eri
 from mess.engine.guess import minao_density
@@ -49,12 +49,19 @@ AO_MEMORY = 2 << 30
 
 
 class GridData(eqx.Module):
-    """Grid quadrature of one geometry: weights, and AO values (precomputed) or the
-    points (AO values recomputed per block)."""
+    """Grid quadrature of one geometry: weights, and AO values (precomputed, in the
+    XC sweep's blocks: ``ao`` [nblk, nd, B, nao] with ``weights`` padded to nblk * B
+    by zeros) or the points (AO values recomputed per block)."""
 
     weights: Float[Array, " npts"]
     ao: Array | None
     coords: Array | None
+
+
+def xc_block_size(sig: Signature) -> int:
+    """Points per block of the XC sweep over precomputed AO values (the AO values are
+    evaluated in the same blocks)."""
+    return max(1, min(sig.npts, DEFAULT_BLOCK, default_ao_block_size(sig.basis)))
 
 
 def single(sig: Signature) -> bool:
@@ -126,9 +133,10 @@ def grid_part(sig: Signature, system: System, params: Params) -> GridData:
     coords, weights = grid_coords_weights(system.grid, params.positions)
     if not precomputed_ao(sig):
         return GridData(weights, None, coords)
-    ao = ao_values(sig.basis, with_params(system, params), params.positions, coords,
-                   deriv=ao_deriv(sig.method.functional))
-    return GridData(weights, ao if ao.ndim == 3 else ao[None], None)
+    b = xc_block_size(sig)
+    ao = ao_value_blocks(sig.basis, with_params(system, params), params.positions, coords,
+                         ao_deriv(sig.method.functional), b)
+    return GridData(jnp.pad(weights, (0, ao.shape[0] * b - sig.npts)), ao, None)
 
 
 def guess_part(sig: Signature, system: System, params: Params, overlap: Array) -> Array:
@@ -144,11 +152,8 @@ def xc_function(sig: Signature, system: System, params: Params, grid: GridData) 
     if f.family == "hf":
         return None
     f = eqx.tree_at(lambda x: x.weights, f, params.xc_weights, is_leaf=lambda x: x is None)
-    block = max(1, min(sig.npts, DEFAULT_BLOCK))
     if grid.ao is not None:
-        return XCFunction(f, sig.restricted, block, grid.weights, ao=grid.ao)
-    from mess.basis.ao_values import default_ao_block_size
-
+        return XCFunction(f, sig.restricted, xc_block_size(sig), grid.weights, ao_blocks=grid.ao)
     return XCFunction(f, sig.restricted, max(1, min(sig.npts, default_ao_block_size(sig.basis))), grid.weights,
                       shape=sig.basis, groups=with_params(system, params), positions=params.positions,
                       coords=grid.coords)

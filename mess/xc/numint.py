@@ -117,8 +117,11 @@ class XCFunction(eqx.Module):
     """``dm -> (E_xc, V_xc)`` on a fixed grid; see :func:`make_xc_fn` and
     :func:`make_xc_fn_direct`.
 
-    Exactly one of ``ao`` (precomputed [nd, npts, nao]) or ``shape``/``groups``/
-    ``positions``/``coords`` (direct) is set. Blocks are contiguous slices of ``block_size`` points;
+    Exactly one of ``ao`` (precomputed [nd, npts, nao]), ``ao_blocks`` (precomputed,
+    already in blocks: [nblk, nd, block_size, nao] from
+    :func:`mess.basis.ao_values.ao_value_blocks`, with ``weights`` [nblk * block_size]
+    zero past the grid's points) or ``shape``/``groups``/``positions``/``coords``
+    (direct) is set. Otherwise blocks are contiguous slices of ``block_size`` points;
     the last block is shifted back to end at ``npts`` and its points already covered
     by the previous block get weight 0, so nothing is padded or copied.
     """
@@ -132,6 +135,7 @@ class XCFunction(eqx.Module):
     groups: tuple[ShellGroup, ...] | None = None
     positions: Array | None = None
     coords: Array | None = None
+    ao_blocks: Array | None = None
 
     @property
     def npts(self) -> int:
@@ -139,11 +143,15 @@ class XCFunction(eqx.Module):
 
     @property
     def nblock(self) -> int:
+        if self.ao_blocks is not None:
+            return self.ao_blocks.shape[0]
         return -(-self.npts // self.block_size)
 
     def _block(self, i):
         """AO values [nd, B, nao] and masked weights [B] of block i (traced int)."""
         b = self.block_size
+        if self.ao_blocks is not None:
+            return self.ao_blocks[i], jax.lax.dynamic_slice_in_dim(self.weights, i * b, b)
         start = jnp.minimum(i * b, self.npts - b)
         idx = start + jnp.arange(b)
         w = jnp.where(idx >= i * b, jax.lax.dynamic_slice_in_dim(self.weights, start, b), 0.0)
@@ -155,6 +163,8 @@ class XCFunction(eqx.Module):
         return ao, w
 
     def _nao(self) -> int:
+        if self.ao_blocks is not None:
+            return self.ao_blocks.shape[-1]
         return self.ao.shape[-1] if self.ao is not None else self.shape.nao
 
     def energy(self, dm: Array) -> Array:
