@@ -9,6 +9,7 @@ from pyscf import dft, gto, scf
 
 import mess
 from mess.basis import ao_values, basis_layout
+from mess.basis.ao_values import ao_value_blocks
 from mess.engine import Method, build, energy, fock, hamiltonian, prepare, signature_for
 from mess.engine.system import default_params
 from mess.grid import grid_coords_weights, make_grid_plan
@@ -74,6 +75,13 @@ def test_ao_values_match_pyscf(atom, basis_name, cart):
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-10)
     got0 = np.asarray(ao_values(b.shape, b.groups, b.positions, pts[:50], deriv=0))[..., b.ix]
     np.testing.assert_allclose(got0, ref[0, :50], rtol=0, atol=1e-10)
+    # the XC sweep's layout: [nblk, nd, B, nao], the last block's extra points repeat the first
+    blocks = np.asarray(ao_value_blocks(b.shape, b.groups, b.positions, pts, 1, 128))[..., b.ix]
+    npts = pts.shape[0]
+    assert blocks.shape == (-(-npts // 128), 4, 128, mol.nao)
+    np.testing.assert_allclose(np.concatenate(list(blocks), axis=1)[:, :npts], ref, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(blocks[-1, :, npts % 128:], np.broadcast_to(ref[:, :1], blocks[-1, :, npts % 128:].shape),
+                               rtol=0, atol=1e-10)
 
 
 @pytest.mark.slow
