@@ -18,6 +18,7 @@ versions.
 Usage:
     python benchmarks/eri.py                                   # the three default cases
     python benchmarks/eri.py --cases ethanol:6-31g --classes 10
+    python benchmarks/eri.py --split-work 0      # every primitive-count sub-class compiled apart
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def _best(f, n=2):
     return out, best
 
 
-def run_case(case: str, nclasses: int) -> dict:
+def run_case(case: str, nclasses: int, split_work: float | None = None) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -62,7 +63,7 @@ def run_case(case: str, nclasses: int) -> dict:
     _, t_cint = _best(lambda: mol.intor("int2e", aosym="s8"))
 
     prepared = prepare(molecule, Method(basis, "hf", False))
-    sig = signature_for([prepared], rounding=False)
+    sig = signature_for([prepared], rounding=False, split_work=split_work)
     system = build(prepared, sig)
     shape, classes = sig.basis, sig.classes
     groups = jax.tree.map(jnp.asarray, system.shells)
@@ -96,6 +97,7 @@ def run_case(case: str, nclasses: int) -> dict:
         slowest = sorted(slowest, key=lambda r: -r["s"])[:nclasses]
     return {"case": case, "nao": int(mol.nao), "quartets": int(prepared.population.nquartets),
             "primitive_quartets": int(sum(c.nq * int(np.prod(c.ks)) for c in classes)), "classes": len(classes),
+            "split_work": split_work,
             "libcint_s8_s": t_cint, "mess_cold_s": t_cold, "mess_warm_s": t_warm, "warm_ratio": t_warm / t_cint,
             "jk_max_error": jk_error, "slowest_classes": slowest}
 
@@ -104,8 +106,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", nargs="+", default=DEFAULT_CASES, help="MOLECULE:BASIS, MOLECULE a file in datasets/xyz")
     p.add_argument("--classes", type=int, default=0, help="also time the N slowest quartet classes one by one")
+    p.add_argument("--split-work", type=float, default=None,
+                   help="work a primitive-count sub-class must save to be compiled apart (default: the engine's, "
+                        "tuned for one call per compilation; 0: every sub-class apart, as for programs that run "
+                        "many times)")
     p.add_argument("--out", default=str(HERE / "results"))
     args = p.parse_args(argv)
+    if args.split_work is not None and args.split_work < 0:
+        print("error: --split-work must be >= 0", file=sys.stderr)
+        return 2
     for case in args.cases:
         parts = case.split(":")
         if len(parts) != 2 or not (XYZ / f"{parts[0]}.xyz").is_file():
@@ -115,12 +124,13 @@ def main(argv=None) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    header = (f"{'case':20s} {'AOs':>5s} {'quartets':>10s} {'prim. quartets':>14s} {'libcint s':>9s} "
+    header = (f"split_work {'default' if args.split_work is None else args.split_work}\n"
+              f"{'case':20s} {'AOs':>5s} {'quartets':>10s} {'prim. quartets':>14s} {'libcint s':>9s} "
               f"{'cold s':>7s} {'warm s':>7s} {'warm/libcint':>12s} {'J/K error':>9s}")
     lines, rows = [header], []
     print(header, flush=True)
     for case in args.cases:
-        r = run_case(case, args.classes)
+        r = run_case(case, args.classes, args.split_work)
         rows.append(r)
         line = (f"{r['case']:20s} {r['nao']:5d} {r['quartets']:10d} {r['primitive_quartets']:14d} "
                 f"{r['libcint_s8_s']:9.3f} {r['mess_cold_s']:7.1f} {r['mess_warm_s']:7.3f} {r['warm_ratio']:12.2f} "

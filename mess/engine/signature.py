@@ -403,10 +403,14 @@ def _padded_shape(layouts: list[BasisLayout], cart: bool, rounding: bool) -> Bas
     return BasisShape(cart, tuple(GroupShape(l, k, rnd(n)) for l, (n, k) in sorted(counts.items())))
 
 
-def signature_for(members: list[Prepared], rounding: bool = True) -> Signature:
+def signature_for(members: list[Prepared], rounding: bool = True, split_work: float | None = None) -> Signature:
     """The smallest signature (sizes rounded by :func:`round_size` unless ``rounding``
     is False) that holds every molecule of ``members`` (same method and
-    restricted/unrestricted kind)."""
+    restricted/unrestricted kind). ``split_work``: the work a quartet sub-class of its
+    own primitive counts must save to be compiled apart
+    (:func:`~mess.integrals.two_electron.split_by_primitives`; default
+    :data:`~mess.integrals.two_electron.SPLIT_WORK`, 0 keeps every primitive-count
+    sub-class apart: least work per call, most programs to compile)."""
     if not members:
         raise InputError("a signature needs at least one molecule")
     method, restricted, pieced = members[0].method, members[0].restricted, members[0].population.pieced
@@ -418,7 +422,7 @@ def signature_for(members: list[Prepared], rounding: bool = True) -> Signature:
     shape = _padded_shape([p.layout for p in members], method.cart, rounding)
     guess = _padded_shape([p.guess_layout for p in members], method.cart, rounding)
     aux = _padded_shape([p.aux_layout for p in members], method.cart, rounding) if method.density_fit else None
-    shapes = choose_class_shapes([p.counts for p in members])
+    shapes = choose_class_shapes([p.counts for p in members], split_work)
     per_member = [class_counts(p.population, shapes) for p in members]
     classes = []
     for i, (ls, ks) in enumerate(shapes):
