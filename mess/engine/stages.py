@@ -128,6 +128,14 @@ def two_electron_batch_parts(sig: Signature) -> list[tuple[tuple, object]]:
     return [(("eri", i), functools.partial(eri_part_batch, sig, i)) for i in range(len(sig.classes))]
 
 
+def compile_bound(sig: Signature, key: tuple, batch: int) -> bool:
+    """Whether the two-electron stage ``key`` (from :func:`two_electron_batch_parts`)
+    for ``batch`` molecules compiles for far longer than it runs: an ERI class of
+    little work (:meth:`~mess.integrals.two_electron.QuartetClass.light`; it runs the
+    array kernel)."""
+    return key[0] == "eri" and sig.classes[key[1]].light(batch)
+
+
 def grid_part(sig: Signature, system: System, params: Params) -> GridData:
     """Grid weights (Bohr^3, the grid moving with the atoms) and AO values."""
     coords, weights = grid_coords_weights(system.grid, params.positions)

@@ -60,10 +60,11 @@ class ProgramStore:
         self.hits = self.writes = self.failures = 0
         self._source: str | None = None
 
-    def wrap(self, key, make):
+    def wrap(self, key, make, compiler_options: dict | None = None):
         """A callable that runs the program ``make()`` would build for ``key``,
-        loading it from or saving it to this store."""
-        return StoredProgram(self, key, make)
+        loading it from or saving it to this store; a stored module is compiled with
+        ``compiler_options`` (those ``make`` uses)."""
+        return StoredProgram(self, key, make, compiler_options)
 
     def file_for(self, key, treedef, leaves) -> Path | None:
         """The file of ``key`` called on arguments ``leaves`` of structure ``treedef``;
@@ -80,9 +81,9 @@ class ProgramStore:
             return None
         return self.path / f"{hashlib.sha256(text.encode()).hexdigest()[:40]}.jaxexport"
 
-    def load(self, path: Path):
-        """``(callable on flat leaves, output treedef)`` from ``path``, or None when the
-        file is missing or unreadable."""
+    def load(self, path: Path, compiler_options: dict | None = None):
+        """``(callable on flat leaves, output treedef)`` from ``path`` (compiled with
+        ``compiler_options``), or None when the file is missing or unreadable."""
         try:
             blob, skeleton = pickle.loads(path.read_bytes())
             exported = jax.export.deserialize(bytearray(blob))
@@ -92,7 +93,7 @@ class ProgramStore:
             log.warning("ignoring unreadable stored program %s (%s)", path.name, exc)
             return None
         self.hits += 1
-        return jax.jit(exported.call), jax.tree.structure(skeleton)
+        return jax.jit(exported.call, compiler_options=compiler_options), jax.tree.structure(skeleton)
 
     def save(self, path: Path, exported, skeleton) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -113,8 +114,9 @@ class StoredProgram:
     stored module if there is one, else the program exported now (traced once), saved,
     and run from the exported module."""
 
-    def __init__(self, store: ProgramStore, key, make):
+    def __init__(self, store: ProgramStore, key, make, compiler_options: dict | None = None):
         self.store, self.key, self.make = store, key, make
+        self.compiler_options = compiler_options
         self._plain = None
         self._loaded: dict = {}
 
@@ -127,7 +129,7 @@ class StoredProgram:
             return self._plain(*args)
         entry = self._loaded.get(path)
         if entry is None:
-            entry = self.store.load(path) or self._export(path, leaves, treedef)
+            entry = self.store.load(path, self.compiler_options) or self._export(path, leaves, treedef)
             self._loaded[path] = entry
         if entry == "plain":
             return self._plain(*args)
@@ -155,4 +157,4 @@ class StoredProgram:
         except Exception as exc:  # e.g. an output type that does not pickle: run it, keep nothing
             self.store.failures += 1
             log.debug("program %s not stored (%s: %s)", self.key[0], type(exc).__name__, exc)
-        return jax.jit(exported.call), found["tree"]
+        return jax.jit(exported.call, compiler_options=self.compiler_options), found["tree"]

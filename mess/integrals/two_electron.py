@@ -101,17 +101,22 @@ def _to_shell_basis(block: Array, ls: tuple[int, int, int, int], cart: bool) -> 
 
 
 def _quartet_kernel(ls: tuple[int, int, int, int], cart: bool, single: bool,
-                    ea, ca, ra, eb, cb, rb, ec, cc, rc, ed, cd, rd) -> Array:
+                    ea, ca, ra, eb, cb, rb, ec, cc, rc, ed, cd, rd, termwise: bool | None = None) -> Array:
     """ERI blocks for a chunk of shell quartets of one class; [C, da, db, dc, dd];
-    ``single``: evaluated in float32 (see :func:`_kernel`)."""
-    return _kernel(ls, cart, single, (ea, ca, ra, eb, cb, rb, ec, cc, rc, ed, cd, rd))
+    ``single``: evaluated in float32; ``termwise``: the kernel for the values (default:
+    by angular momentum alone; see :func:`_kernel`)."""
+    if termwise is None:
+        termwise = sum(ls) <= TERMWISE_QUARTET_MAX_L
+    return _kernel(ls, cart, single, bool(termwise), (ea, ca, ra, eb, cb, rb, ec, cc, rc, ed, cd, rd))
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
-def _kernel(ls: tuple[int, int, int, int], cart: bool, single: bool, args: tuple) -> Array:
-    """Values: classes up to total angular momentum :data:`TERMWISE_QUARTET_MAX_L` use
-    the term-by-term kernel (:func:`_quartet_kernel_termwise`, fastest to run), the
-    others the array kernel (:func:`_quartet_kernel_arrays`).
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
+def _kernel(ls: tuple[int, int, int, int], cart: bool, single: bool, termwise: bool, args: tuple) -> Array:
+    """Values: the term-by-term kernel (:func:`_quartet_kernel_termwise`, fastest to
+    run, slowest to compile) when ``termwise``, else the array kernel
+    (:func:`_quartet_kernel_arrays`). Callers choose it per class with
+    :meth:`QuartetClass.termwise`: classes up to total angular momentum
+    :data:`TERMWISE_QUARTET_MAX_L` with enough work to repay the compilation.
 
     ``single`` (``precision="mixed"``): the blocks are evaluated and returned in
     float32. The term-by-term kernel forms the pair and quartet geometry (exponent
@@ -125,13 +130,13 @@ def _kernel(ls: tuple[int, int, int, int], cart: bool, single: bool, args: tuple
     computes the same integrals: differentiating the term-by-term graph compiled
     4.5x slower (water/STO-3G (pp|pp) gradient: 17 s against 3.8 s at XLA's
     optimisation level 0), so a differentiated call runs the array kernel alone."""
-    if sum(ls) <= TERMWISE_QUARTET_MAX_L:
+    if termwise:
         return _quartet_kernel_termwise(ls, cart, single, *args)
     return _arrays_in(single, ls, cart, args)
 
 
 @_kernel.defjvp
-def _kernel_jvp(ls, cart, single, primals, tangents):
+def _kernel_jvp(ls, cart, single, termwise, primals, tangents):
     return jax.jvp(lambda a: _arrays_in(single, ls, cart, a), primals, tangents)
 
 
@@ -150,6 +155,15 @@ def _arrays_in(single: bool, ls, cart, args) -> Array:
 #: 4-6 s of compilation each against 1.4-2.0 s; L = 6 classes 0.33 s against 0.63 s
 #: but 7-11 s of compilation each, so L = 6 and above stay on the array kernel.
 TERMWISE_QUARTET_MAX_L = 5
+
+#: Least kernel work (:meth:`QuartetClass.work` times the batch size) of one program
+#: call for which a class runs term by term. Below it the array kernel runs instead:
+#: at about 1-3 ns per unit of work (2 CPU cores) such a class takes at most some
+#: 10-20 ms with either kernel, while the term-by-term one compiles for 0.5-3 s
+#: longer. Measured on 2 CPU cores, every ERI class compiled in one process:
+#: water/STO-3G 5.7 s of compilation against 4.5 s, water/def2-SVP 45 s against 26 s
+#: (30 ms and 67 ms warm).
+TERMWISE_MIN_WORK = 5e6
 
 
 def _pair_terms(la: int, lb: int, ea, ca, ra, eb, cb, rb):
@@ -534,15 +548,18 @@ def size_bucket(n: int) -> int:
     return -(-n // (1 << k)) << k
 
 
-def class_chunk(ls: tuple[int, int, int, int], ks: tuple[int, int, int, int]) -> int:
+def class_chunk(ls: tuple[int, int, int, int], ks: tuple[int, int, int, int], termwise: bool | None = None) -> int:
     """Chunk length for a quartet class: bounded working memory per chunk.
 
     For the term-by-term kernel each term is a [Kab, Kcd, C] array: chunks of about
     2^15 primitive quartets were the fastest measured (uracil/def2-SVP classes on 2
-    CPU cores; 2^12-2^17 within noise, 2^11 and below slower)."""
+    CPU cores; 2^12-2^17 within noise, 2^11 and below slower). ``termwise``: which
+    kernel (default: by angular momentum alone)."""
     kab = ks[0] * ks[1]
     kcd = ks[2] * ks[3]
-    if sum(ls) <= TERMWISE_QUARTET_MAX_L:
+    if termwise is None:
+        termwise = sum(ls) <= TERMWISE_QUARTET_MAX_L
+    if termwise:
         return chunk_size(kab * kcd, budget=1 << 15, lo=16, hi=4096)
     nab, ncd = nherm(ls[0] + ls[1]), nherm(ls[2] + ls[3])
     work = kab * kcd * (nherm(sum(ls)) + nab * ncd) + kab * nab * ncart(ls[2]) * ncart(ls[3])
@@ -561,9 +578,26 @@ class QuartetClass:
 
     @property
     def chunk(self) -> int:
-        """Quartets evaluated per step: the class's chunk length, or the whole list when
-        it is shorter (:func:`padded_quartet_count` makes either divide ``nq``)."""
+        """Quartets evaluated per step by the term-by-term kernel: the class's chunk
+        length, or the whole list when it is shorter (:func:`padded_quartet_count` makes
+        either divide ``nq``)."""
         return divisor_chunk(self.nq, class_chunk(self.ls, self.ks))
+
+    def termwise(self, batch: int = 1) -> bool:
+        """Whether a program evaluating this class for ``batch`` molecules at once runs
+        the term-by-term kernel: total angular momentum at most
+        :data:`TERMWISE_QUARTET_MAX_L` and work of at least :data:`TERMWISE_MIN_WORK`
+        (a program that compiles longer than it would ever run saves the difference)."""
+        return sum(self.ls) <= TERMWISE_QUARTET_MAX_L and not self.light(batch)
+
+    def light(self, batch: int = 1) -> bool:
+        """Whether a program evaluating this class for ``batch`` molecules does less
+        work than :data:`TERMWISE_MIN_WORK`: it compiles for far longer than it runs."""
+        return self.work() * batch < TERMWISE_MIN_WORK
+
+    def chunk_for(self, batch: int = 1) -> int:
+        """Quartets per step for the kernel :meth:`termwise` picks (a divisor of ``nq``)."""
+        return divisor_chunk(self.nq, class_chunk(self.ls, self.ks, self.termwise(batch)))
 
     def covers(self, ls, sig) -> bool:
         return tuple(ls) == self.ls and all(s <= k for s, k in zip(sig, self.ks))
@@ -699,7 +733,7 @@ def class_blocks(cls: QuartetClass, shape: BasisShape, data, quartets: QuartetLi
     """ERI blocks [nq, da, db, dc, dd] (Hartree) of one quartet class.
 
     ``data`` is :func:`mess.basis.shells.shell_data`; ``quartets`` the class's list. The
-    quartets are evaluated in chunks of ``chunk`` (default :attr:`QuartetClass.chunk`)
+    quartets are evaluated in chunks of ``chunk`` (default :meth:`QuartetClass.chunk_for`)
     run sequentially (``lax.map``) to bound memory; each chunk is rematerialised
     (``jax.checkpoint``) when differentiated, so a pullback stores only row indices,
     not every primitive quartet's Hermite intermediates. Padding quartets give finite
@@ -757,7 +791,7 @@ def class_blocks_batch(cls: QuartetClass, shape: BasisShape, data, quartets: Qua
         flat_rows.append((rows[:, k, :] * m + pieces[:, k, :]
                           + n * jnp.arange(b, dtype=rows.dtype)[:, None]).reshape(b * nq))
     live = jnp.asarray(quartets.weights).reshape(b * nq) > 0
-    out = _live_blocks(cls, shape.cart, cls.chunk if chunk is None else chunk, single, gdata, jnp.stack(flat_rows),
+    out = _live_blocks(cls, shape.cart, cls.chunk_for(b) if chunk is None else chunk, single, gdata, jnp.stack(flat_rows),
                        live)
     return out.reshape((b, nq) + out.shape[1:])
 
@@ -780,6 +814,7 @@ def _live_blocks(cls: QuartetClass, cart: bool, chunk: int, single: bool, gdata,
     nq = rows.shape[1]
     if nq % chunk:
         raise InputError(f"quartet list of length {nq} is not a multiple of the chunk {chunk}")
+    termwise = cls.termwise(_batch_of(cls, nq))
     gdata = [(e[:, :k], c[:, :k], x) for (e, c, x), k in zip(gdata, cls.ks)]
     (src,) = jnp.nonzero(live, size=nq, fill_value=0)  # live quartets first, in list order
     front = rows[:, src]
@@ -791,7 +826,8 @@ def _live_blocks(cls: QuartetClass, cart: bool, chunk: int, single: bool, gdata,
         for k in range(4):
             e, c, x = gdata[k]
             args += [e[r[k]], c[r[k]], x[r[k]]]
-        return jax.lax.dynamic_update_index_in_dim(out, _quartet_kernel(cls.ls, cart, single, *args), i, 0)
+        return jax.lax.dynamic_update_index_in_dim(out, _quartet_kernel(cls.ls, cart, single, *args,
+                                                                        termwise=termwise), i, 0)
 
     dims = tuple(shell_size(l, cart) for l in cls.ls)
     dtype = jnp.float32 if single else jnp.float64
@@ -809,13 +845,19 @@ def _live_blocks_jvp(cls, cart, chunk, single, primals, tangents):
     return jnp.where(mask, out, 0.0).astype(out.dtype), jnp.where(mask, tan, 0.0).astype(tan.dtype)
 
 
+def _batch_of(cls: QuartetClass, n: int) -> int:
+    """Molecules in a list of ``n`` quartets of class ``cls`` (each padded to ``nq``)."""
+    return max(1, n // cls.nq)
+
+
 def _blocks_of_rows(cls: QuartetClass, cart: bool, gdata, rows: Int[Array, "4 nq"], chunk: int | None,
                     single: bool = False):
     """Blocks of the quartets ``rows`` (rows into the per-position shell data
     ``gdata``: four (exponents, coefficients, centres)), in chunks (``lax.map``)."""
     ls, ks = cls.ls, cls.ks
-    chunk = cls.chunk if chunk is None else chunk
     nq = rows.shape[1]
+    termwise = cls.termwise(_batch_of(cls, nq))
+    chunk = cls.chunk_for(_batch_of(cls, nq)) if chunk is None else chunk
     if nq % chunk:
         raise InputError(f"quartet list of length {nq} is not a multiple of the chunk {chunk}")
     gdata = [(e[:, :k], c[:, :k], x) for (e, c, x), k in zip(gdata, ks)]
@@ -826,7 +868,7 @@ def _blocks_of_rows(cls: QuartetClass, cart: bool, gdata, rows: Int[Array, "4 nq
         for k in range(4):
             e, c, x = gdata[k]
             args += [e[r[k]], c[r[k]], x[r[k]]]
-        return _quartet_kernel(ls, cart, single, *args)
+        return _quartet_kernel(ls, cart, single, *args, termwise=termwise)
 
     out = jax.lax.map(jax.checkpoint(one_chunk), rows)
     return out.reshape((nq,) + out.shape[2:])
