@@ -25,10 +25,12 @@ that :func:`mess.run` and :func:`mess.run_batch` use when none is given.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -55,6 +57,10 @@ from mess.version import package_version
 MAP_FRACTION = 0.5
 #: Programs an engine keeps however high the memory-map count is.
 MIN_PROGRAMS = 8
+
+#: Threads that load and compile a stage's stored programs side by side
+#: (:meth:`Engine._prepare`): at most the machine's cores, at most 4.
+PREPARE_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 #: XLA options for the programs that compile for far longer than they run (the
 #: one-electron integrals, the MINAO guess, ERI classes on the array kernel), on the
@@ -433,16 +439,38 @@ class Engine:
     def integrals(self, sig: Signature, systems, params: Params):
         """Batched integral stages: (one-electron dict, ERI blocks per class, grid data)."""
         b = params.positions.shape[0]
-        one = self._vmapped(("one", sig, b), functools.partial(stages.one_electron_part, sig), quick=True)(
-            systems, params)
-        blocks = []
+        one = self._vmapped(("one", sig, b), functools.partial(stages.one_electron_part, sig), quick=True)
+        eris = []
         for key, fn in stages.two_electron_batch_parts(sig):
             opts = quick_compile_options() if stages.compile_bound(sig, key, b) else None
-            blocks.append(self.program(key + (sig, b), lambda fn=fn: jax.jit(fn), opts)(systems, params))
+            eris.append(self.program(key + (sig, b), lambda fn=fn: jax.jit(fn), opts))
         grid = None
         if sig.method.dft:
-            grid = self._vmapped(("grid", sig, b), functools.partial(stages.grid_part, sig))(systems, params)
-        return one, tuple(blocks), grid
+            grid = self._vmapped(("grid", sig, b), functools.partial(stages.grid_part, sig))
+        self._prepare([one, *eris] + ([grid] if grid is not None else []), (systems, params))
+        blocks = tuple(fn(systems, params) for fn in eris)
+        return one(systems, params), blocks, None if grid is None else grid(systems, params)
+
+    def _prepare(self, programs: Sequence[Callable], args: tuple) -> None:
+        """Load and compile the stored ``programs`` (all called with ``args``) side by
+        side on a few threads, before they run (:meth:`StoredProgram.prepare
+        <mess.engine.stored.StoredProgram.prepare>`). Without a store, or for programs
+        already prepared, nothing happens; a program that fails here is left to its
+        call, which reports the error."""
+        from mess.engine.stored import StoredProgram
+
+        todo = [p for p in programs if isinstance(p, StoredProgram)]
+        if len(todo) < 2:
+            return
+
+        def prepare(p):
+            try:
+                p.prepare(*args)
+            except Exception as exc:  # the call itself raises it again, with its context
+                log.debug("preparing %s failed (%s: %s)", p.key[0], type(exc).__name__, exc)
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(todo), PREPARE_THREADS)) as pool:
+            list(pool.map(prepare, todo))
 
     def guess(self, sig: Signature, systems, params: Params, overlap):
         b = params.positions.shape[0]

@@ -28,6 +28,7 @@ import logging
 import os
 import pickle
 import tempfile
+import threading
 from pathlib import Path
 
 import jax
@@ -59,6 +60,13 @@ class ProgramStore:
         self.path = Path(path)
         self.hits = self.writes = self.failures = 0
         self._source: str | None = None
+        self._lock = threading.Lock()
+
+    def count(self, what: str) -> None:
+        """Add one to the counter ``what`` (``hits``, ``writes`` or ``failures``);
+        programs may be prepared on several threads."""
+        with self._lock:
+            setattr(self, what, getattr(self, what) + 1)
 
     def wrap(self, key, make, compiler_options: dict | None = None):
         """A callable that runs the program ``make()`` would build for ``key``,
@@ -92,7 +100,7 @@ class ProgramStore:
         except Exception as exc:  # a truncated or foreign file: traced again and replaced
             log.warning("ignoring unreadable stored program %s (%s)", path.name, exc)
             return None
-        self.hits += 1
+        self.count("hits")
         return jax.jit(exported.call, compiler_options=compiler_options), jax.tree.structure(skeleton)
 
     def save(self, path: Path, exported, skeleton) -> None:
@@ -106,7 +114,7 @@ class ProgramStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        self.writes += 1
+        self.count("writes")
 
 
 class StoredProgram:
@@ -127,14 +135,33 @@ class StoredProgram:
             if self._plain is None:
                 self._plain = self.make()
             return self._plain(*args)
-        entry = self._loaded.get(path)
-        if entry is None:
-            entry = self.store.load(path, self.compiler_options) or self._export(path, leaves, treedef)
-            self._loaded[path] = entry
+        entry = self._entry(path, leaves, treedef)
         if entry == "plain":
             return self._plain(*args)
         call, out_tree = entry
         return jax.tree.unflatten(out_tree, call(*leaves))
+
+    def prepare(self, *args) -> None:
+        """Load (or trace and store) and compile the program for ``args`` now, so that
+        the call itself only runs it. Safe to call from several threads for different
+        programs: the engine prepares a stage's programs side by side, which overlaps
+        reading compiled programs from JAX's cache (measured on 2 CPU cores, the 23
+        ERI-class programs of ethanol/def2-SVP: 2.5-2.7 s one after another, 1.5-1.6 s
+        on two threads; compiling them from scratch, 41.5 s against 36.9 s)."""
+        leaves, treedef = jax.tree.flatten(args)
+        path = self.store.file_for(self.key, treedef, leaves)
+        if path is None:
+            return
+        entry = self._entry(path, leaves, treedef)
+        if entry != "plain" and not isinstance(entry[0], jax.stages.Compiled):
+            self._loaded[path] = (entry[0].lower(*leaves).compile(), entry[1])
+
+    def _entry(self, path: Path, leaves, treedef):
+        entry = self._loaded.get(path)
+        if entry is None:
+            entry = self.store.load(path, self.compiler_options) or self._export(path, leaves, treedef)
+            self._loaded[path] = entry
+        return entry
 
     def _export(self, path: Path, leaves, treedef):
         if self._plain is None:
@@ -149,12 +176,12 @@ class StoredProgram:
             shapes = [jax.ShapeDtypeStruct(np.shape(x), jax.numpy.result_type(x)) for x in leaves]
             exported = jax.export.export(jax.jit(flat))(*shapes)
         except Exception as exc:  # not exportable: an ordinary program
-            self.store.failures += 1
+            self.store.count("failures")
             log.debug("program %s not exportable (%s: %s)", self.key[0], type(exc).__name__, exc)
             return "plain"
         try:
             self.store.save(path, exported, jax.tree.unflatten(found["tree"], [0] * found["tree"].num_leaves))
         except Exception as exc:  # e.g. an output type that does not pickle: run it, keep nothing
-            self.store.failures += 1
+            self.store.count("failures")
             log.debug("program %s not stored (%s: %s)", self.key[0], type(exc).__name__, exc)
         return jax.jit(exported.call, compiler_options=self.compiler_options), found["tree"]
