@@ -560,10 +560,11 @@ class Engine:
             return fn
 
         total = total + self._vmapped(("one-vjp", sig, b), pullback(functools.partial(
-            stages.one_electron_part, sig)))(systems, params, g_one)
+            stages.one_electron_part, sig)), quick=True)(systems, params, g_one)
         for i, (key, stage) in enumerate(stages.two_electron_batch_parts(sig)):
             # the batched stage is differentiated as a whole (its items are independent)
-            total = total + self.program(key + ("vjp", sig, b), lambda stage=stage: jax.jit(pullback(stage)))(
+            opts = quick_compile_options() if stages.compile_bound(sig, key, b) else None
+            total = total + self.program(key + ("vjp", sig, b), lambda stage=stage: jax.jit(pullback(stage)), opts)(
                 systems, params, g_blocks[i])
         if grid is not None:
             total = total + self._vmapped(("grid-vjp", sig, b), pullback(functools.partial(
