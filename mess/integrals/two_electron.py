@@ -791,8 +791,8 @@ def class_blocks_batch(cls: QuartetClass, shape: BasisShape, data, quartets: Qua
         flat_rows.append((rows[:, k, :] * m + pieces[:, k, :]
                           + n * jnp.arange(b, dtype=rows.dtype)[:, None]).reshape(b * nq))
     live = jnp.asarray(quartets.weights).reshape(b * nq) > 0
-    out = _live_blocks(cls, shape.cart, cls.chunk_for(b) if chunk is None else chunk, single, gdata, jnp.stack(flat_rows),
-                       live)
+    chunk = cls.chunk_for(b) if chunk is None else chunk
+    out = _live_blocks(cls, shape.cart, chunk, single, gdata, jnp.stack(flat_rows), live)
     return out.reshape((b, nq) + out.shape[1:])
 
 
